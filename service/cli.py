@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Migrate once in the master, so workers starting together never race on the schema.
     DecisionLog(settings.database_url).migrate()
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)

@@ -40,6 +40,8 @@ def configure_logging(level: str = "INFO") -> None:
         root.addHandler(handler)
         root.propagate = False
     root.setLevel(level.upper())
+    # urllib3 logs full URLs (with patient ids) at DEBUG: never let it below INFO.
+    logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))
 
 
 def get_logger(name: str) -> logging.Logger:

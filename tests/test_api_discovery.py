@@ -68,9 +68,9 @@ def _prefetch_violations(where: str, hook: Any, prefetch: Any) -> list[str]:
                 continue
             if not token.startswith("context.") or token[len("context."):] not in fields:
                 problems.append(f"{at}: token {{{{{token}}}}} is not a root-level prefetch token of {hook}")
-        if "://" in template or template.startswith("/"):
-            problems.append(f"{at} must be a relative FHIR URL")
         path, _, query = template.partition("?")
+        if "://" in path or path.startswith("/"):
+            problems.append(f"{at} must be a relative FHIR URL")
         parts = path.split("/")
         if not RESOURCE_TYPE.match(parts[0]) or len(parts) > 2 or (len(parts) == 2 and query != ""):
             problems.append(f"{at} must be a read (Type/id) or a type-level search (Type?params)")

@@ -230,3 +230,15 @@ def test_in_scope_order_without_id_is_422(client: FlaskClient) -> None:
     issue = outcome_of(response)
     assert issue["code"] == "required"
     assert issue["expression"] == ["context.draftOrders"]
+
+
+def test_refused_calls_are_recorded_without_content(app: Any, client: FlaskClient) -> None:
+    body = order_sign_request(islet_order())
+    del body["context"]["userId"]
+    response = post(client, body)
+    assert response.status_code == 400
+    records = app.extensions["islet_cds"]["records"]
+    rows = records.invocations(body["hookInstance"])
+    assert [r["status_code"] for r in rows] == [400]
+    assert "context" in rows[0]["error"]
+    assert "Islet cell transplant" not in str(rows)

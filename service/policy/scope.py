@@ -1,0 +1,46 @@
+"""Which draft orders does this policy cover? (the trigger codes of the policy file)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from service.facts import OrderFacts, read_order
+from service.policy.loader import Policy
+from service.terminology import NDC
+
+OrderKind = Literal["allogeneic", "autologous", "route", "lantidra"]
+
+
+def is_lantidra(policy: Policy, order: OrderFacts) -> bool:
+    """J3590/C9399 with donislecel/Lantidra in the code text, or an NDC the policy file lists."""
+    if any(system == NDC and code in policy.lantidra_ndc for system, code in order.concept.codings):
+        return True
+    billing = policy.valueset(policy.triggers["lantidra_billing"])
+    if billing.first_match(order.concept.codings) is None:
+        return False
+    return any(word in order.concept.search_text for word in policy.lantidra_keywords)
+
+
+def order_kinds(policy: Policy, order: OrderFacts) -> set[OrderKind]:
+    """What the order's codes say: allogeneic, autologous, a route code, or a Lantidra order."""
+    kinds: set[OrderKind] = set()
+    roles: tuple[OrderKind, ...] = ("allogeneic", "autologous", "route")
+    for role in roles:
+        if policy.valueset(policy.triggers[role]).first_match(order.concept.codings) is not None:
+            kinds.add(role)
+    if is_lantidra(policy, order):
+        kinds.add("lantidra")
+    return kinds
+
+
+def in_scope_orders(policy: Policy, orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The draft orders (resource dicts, unchanged) whose code is one of the policy's trigger codes."""
+    out = []
+    for order in orders:
+        if not isinstance(order, Mapping):
+            continue
+        facts = read_order(order)
+        if facts is not None and order_kinds(policy, facts):
+            out.append(order)
+    return out

@@ -1,0 +1,66 @@
+"""The islet-cds command: evaluate runs the same pipeline as the HTTP endpoint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.cli import main
+from tests.conftest import glucose_order, islet_order, order_sign_request
+from tests.test_api_hooks import full_prefetch
+
+
+def write(tmp_path: Path, body: dict[str, Any]) -> str:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(body))
+    return str(path)
+
+
+def test_evaluate_prints_a_decision_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, order_sign_request(islet_order(), prefetch=full_prefetch()))
+    assert main(["evaluate", path, "--today", "2026-06-01"]) == 0
+    out = capsys.readouterr().out
+    assert "A1" in out and "met" in out
+
+
+def test_evaluate_json_equals_the_http_response(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                client: Any) -> None:
+    request = order_sign_request(islet_order(), prefetch=full_prefetch())
+    path = write(tmp_path, request)
+    assert main(["evaluate", path, "--json", "--today", "2026-06-01"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    http = client.post("/cds-services/islet-transplant-order-sign", json=request).get_json()
+    assert printed == http
+
+
+def test_evaluate_out_of_scope(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, order_sign_request(glucose_order(), prefetch=full_prefetch()))
+    assert main(["evaluate", path]) == 0
+    assert "no decision" in capsys.readouterr().out
+
+
+def test_evaluate_invalid_request_prints_an_operation_outcome(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    body = order_sign_request(islet_order())
+    del body["hookInstance"]
+    assert main(["evaluate", write(tmp_path, body)]) == 1
+    outcome = json.loads(capsys.readouterr().err)
+    assert outcome["resourceType"] == "OperationOutcome"
+
+
+def test_evaluate_reads_standard_input() -> None:
+    body = json.dumps(order_sign_request(glucose_order(), prefetch=full_prefetch()))
+    result = subprocess.run([sys.executable, "-m", "service", "evaluate", "-"], input=body, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "no decision" in result.stdout
+
+
+def test_unreadable_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "/no/such/file.json"]) == 2
+    assert "cannot read" in capsys.readouterr().err
