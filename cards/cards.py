@@ -176,6 +176,11 @@ def summary_detail(decisions: Sequence[Decision], wording: Wording, coverage_pro
     out: list[str] = [_orders_line(decisions, wording), "", wording.outcome_lines[d.outcome], ""]
     if coverage_problem is not None:
         out += [wording.outcome_lines["coverage_problem"], ""]
+    # Notes (e.g. the Lantidra conflict) come before the tables: a narrow panel shows them unscrolled.
+    for key in d.notes:
+        note = wording.note(key)
+        if note:  # a note key this wording does not know is not shown rather than shown as a key
+            out += [f"> **{h['note']}** {note}", ""]
 
     pathways = chosen_pathways(d)
     if d.pathway is not None and len(pathways) == 1:
@@ -209,10 +214,6 @@ def summary_detail(decisions: Sequence[Decision], wording: Wording, coverage_pro
 
     if d.earliest_eligible_date is not None:
         out += [f"**{h['earliest_eligible_date']}:** {d.earliest_eligible_date.isoformat()}", ""]
-    for key in d.notes:
-        note = wording.note(key)
-        if note:  # a note key this wording does not know is not shown rather than shown as a key
-            out += [f"> **{h['note']}** {note}", ""]
     if d.data_gaps:
         out += [f"**{h['data_gaps']}:**", ""] + [f"- {md_escape(g)}" for g in d.data_gaps] + [""]
     if d.skipped_resources:

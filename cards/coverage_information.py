@@ -64,9 +64,10 @@ class CoverageProblem:
 
     The extension's ``coverage`` sub-extension is 1..1 and must reference the client's Coverage, so
     without exactly one usable Coverage no extension can be emitted. islet-cds then still answers
-    200 with its cards (the clinician learns what the policy needs) plus a card saying the coverage
-    was not identified, and no coverage-information system action. CRD 2.2.1 hook-13 would allow a
-    400 instead; the pipeline may choose that from ``kind`` (see the report to the lead).
+    200 with its cards (the clinician learns what the policy needs; the summary card's detail says
+    the coverage was not identified) and no coverage-information system action. CRD 2.2.1 hook-13
+    would have a 400 instead; a pipeline that prefers that can call ``select_coverage`` first and
+    raise on a CoverageProblem (``kind`` says which).
     """
 
     kind: Literal["none", "several"]

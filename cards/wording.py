@@ -31,7 +31,6 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
         "single_order_suffix",
         "reference",
         "documentation",
-        "coverage_problem",
     ),
     "headings": (
         "orders",

@@ -27,6 +27,7 @@ from service.envelope import FhirAuthorization, HookRequest
 from service.fhirdata import DataUnavailable, PatientRecord, gather
 from service.fhirdata.servers import is_allowed, parse_base, within
 from service.fhirdata.templates import render
+from tests.ehr_server import serve_prefetch
 
 PATIENT_ID = "pat-1"
 TOKEN = "tok-secret-123"
@@ -627,25 +628,7 @@ def test_scenario_from_the_server_equals_its_full_prefetch(path: Path, httpserve
     body = scenario["request"]
     templates = {k: v for k, v in _policy_templates().items() if k in (body.get("prefetch") or {})}
     context = body["context"]
-    by_url: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[Any, int]] = {}
-    base = httpserver.url_for("/fhir")
-
-    # Answer each template's URL as the EHR would have: its data (null: an empty searchset); an
-    # OperationOutcome (the EHR could not read it) as a server error.
-    for key, template in templates.items():
-        value = body["prefetch"][key]
-        query = render(template, context)
-        target = urlsplit(f"{base}/{query.relative_url}")
-        if value is None:
-            value = searchset([])
-        status = 500 if value.get("resourceType") == "OperationOutcome" else 200
-        by_url[(target.path, tuple(sorted(parse_qsl(target.query))))] = (value, status)
-
-    def answer(request: Request) -> Response:
-        found = by_url.get((request.path, tuple(sorted(parse_qsl(request.query_string.decode())))))
-        return fhir_json(*found) if found is not None else fhir_json(outcome(), 404)
-
-    httpserver.expect_request(re.compile(r"^/fhir/")).respond_with_handler(answer)
+    base = serve_prefetch(httpserver, body["prefetch"], templates, context)
 
     def request_with(prefetch: dict[str, Any] | None, server: str | None) -> HookRequest:
         return HookRequest(

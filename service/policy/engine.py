@@ -191,21 +191,38 @@ def _choose_pathways(policy: Policy, ctx: Context) -> tuple[tuple[Pathway, ...],
     return PATHWAYS, "route_both", code
 
 
+def _gap_blocked(policy: Policy, facts: PatientFacts, result: PathwayResult) -> bool:
+    """Is some unknown criterion of this pathway unknown for want of data that could not be obtained?"""
+    return any(
+        key in facts.gaps for c in result.criteria if c.status == "unknown" for key in policy.criteria[c.id].needs
+    )
+
+
+def _prospect(policy: Policy, facts: PatientFacts, result: PathwayResult) -> int:
+    """How far a pathway goes for the patient: covered 3, documentation 2, indeterminate 1, not covered 0."""
+    if result.status == "not_met" or (result.pathway == "allogeneic" and policy.lantidra_note == "investigational"):
+        return 0
+    if result.status == "met":
+        return 3
+    return 1 if _gap_blocked(policy, facts, result) else 2
+
+
 def _fit(policy: Policy, ctx: Context, results: Mapping[Pathway, PathwayResult]) -> Pathway | None:
     """When both pathways were evaluated: the one the data fit (DESIGN §3), or None.
 
     A met pathway wins; then an open (unknown) pathway the record points to (type 1 diabetes for
-    allogeneic; pancreatitis or pancreatectomy for autologous). Otherwise None: both are shown, and
-    if one fails on evidence while nothing points to the other (islet transplant for type 2 diabetes
-    without pancreatectomy) it is one of "all other situations": not covered.
+    allogeneic; pancreatitis or pancreatectomy for autologous), the one that goes furthest if the
+    record points to both (so more contrary evidence can never improve the outcome). Otherwise None:
+    both are shown, and if one fails on evidence while nothing points to the other (islet transplant
+    for type 2 diabetes without pancreatectomy) it is one of "all other situations": not covered.
     """
     for p in PATHWAYS:
         if results[p].status == "met":
             return p
-    for p in PATHWAYS:
-        if results[p].status == "unknown" and _signals(policy, ctx, p):
-            return p
-    return None
+    open_ = [p for p in PATHWAYS if results[p].status == "unknown" and _signals(policy, ctx, p)]
+    if not open_:
+        return None
+    return max(open_, key=lambda p: (_prospect(policy, ctx.facts, results[p]), -PATHWAYS.index(p)))
 
 
 def _date_of_service(order: OrderFacts | None, today: date) -> date:
