@@ -51,11 +51,36 @@ def _read_input(source: str) -> Any:
     return json.loads(text)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _run_offline(request_body: Any, today: date, policy_overrides: dict[str, Any]) -> Any:
+    """The hook pipeline without a server or records (evaluate, gallery): same answer as HTTP."""
     from service.app import build_state
     from service.envelope import parse_hook_request
     from service.errors import ApiError
     from service.pipeline import handle_hook
+
+    settings = load_settings(overrides={"auth": "disabled"})
+    app_state = build_state(settings, lambda: today, with_records=False, policy_overrides=policy_overrides)
+    hook = request_body.get("hook") if isinstance(request_body, dict) else None
+    service = app_state.catalogue.for_hook(str(hook))
+    if service is None:
+        raise ApiError(400, "not-supported", f"No service answers the hook {hook!r}.", "hook")
+    request = parse_hook_request(service.id, service.hook, request_body)
+    return handle_hook(app_state, request, None, record=False)
+
+
+def _unwrap_scenario(document: Any, today: date | None) -> tuple[Any, date, dict[str, Any]]:
+    """A scenario file from fhir_fixtures/ wraps the request with its clock and policy switches."""
+    overrides: dict[str, Any] = {}
+    if isinstance(document, dict) and "request" in document and "hook" not in document:
+        overrides = document.get("policy_overrides") or {}
+        if today is None and document.get("today"):
+            today = date.fromisoformat(document["today"])
+        document = document["request"]
+    return document, today or date.today(), overrides
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from service.errors import ApiError
     from service.policy.report import decision_table
 
     try:
@@ -63,24 +88,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"islet-cds evaluate: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
-    # A scenario file from fhir_fixtures/ wraps the request with its clock and policy switches.
-    overrides: dict[str, Any] = {}
-    today = date.fromisoformat(args.today) if args.today else None
-    if isinstance(document, dict) and "request" in document and "hook" not in document:
-        overrides = document.get("policy_overrides") or {}
-        if today is None and document.get("today"):
-            today = date.fromisoformat(document["today"])
-        document = document["request"]
-    settings = load_settings(overrides={"auth": "disabled"})
-    fixed_today = today or date.today()
-    app_state = build_state(settings, lambda: fixed_today, with_records=False, policy_overrides=overrides)
-    hook = document.get("hook") if isinstance(document, dict) else None
-    service = app_state.catalogue.for_hook(str(hook))
+    request_body, today, overrides = _unwrap_scenario(document, date.fromisoformat(args.today) if args.today else None)
     try:
-        if service is None:
-            raise ApiError(400, "not-supported", f"No service answers the hook {hook!r}.", "hook")
-        request = parse_hook_request(service.id, service.hook, document)
-        result = handle_hook(app_state, request, None, record=False)
+        result = _run_offline(request_body, today, overrides)
     except ApiError as exc:
         print(json.dumps(exc.outcome(), indent=2), file=sys.stderr)
         return 1
@@ -93,6 +103,32 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(decision_table(result.decisions))
     for card in result.body.get("cards", []):
         print(f"[{card['indicator']}] {card['summary']}")
+    return 0
+
+
+# The gallery's cases: fixture scenarios that show each kind of answer (issue 5).
+GALLERY_SCENARIOS = (
+    ("Criteria met (allogeneic, S2102)", "allo-s2102-all-met"),
+    ("Not met: kidney transplant on record", "allo-kidney-transplant"),
+    ("Documentation needed: no diabetes education on record", "allo-no-education"),
+    ("Excluded: bioartificial pancreas device", "excl-bioartificial-pancreas"),
+    ("Multi-order: G0341 + Lantidra + tacrolimus + a glucose test", "allo-route-g0341-with-lantidra"),
+    ("Autologous: total pancreatectomy with islet autotransplant, criteria met", "auto-48160-covered"),
+)
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from cards.gallery import GalleryEntry, gallery_html
+
+    entries = []
+    for title, name in GALLERY_SCENARIOS:
+        scenario = _read_input(str(Path(args.fixtures) / f"{name}.json"))
+        result = _run_offline(*_unwrap_scenario(scenario, None))
+        entries.append(GalleryEntry(f"{title} — fhir_fixtures/scenarios/{name}.json", result.body))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(gallery_html(entries), encoding="utf-8")
+    print(out)
     return 0
 
 
@@ -113,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print the CDS Hooks response body")
     evaluate.add_argument("--today", help="date of evaluation (YYYY-MM-DD) when the order gives none")
     evaluate.set_defaults(func=_evaluate)
+
+    gallery = sub.add_parser("gallery", help="write the card gallery (HTML) from fixture scenarios")
+    gallery.add_argument("--out", default="docs/gallery.html")
+    gallery.add_argument("--fixtures", default="fhir_fixtures/scenarios", help="scenario folder")
+    gallery.set_defaults(func=_gallery)
 
     from service.records.cli import add_subcommands
 

@@ -52,6 +52,8 @@ class Settings:
     fhir_deadline_seconds: float = 3.0
     fhir_connect_timeout_seconds: float = 1.0
     fhir_page_cap: int = 10
+    # Where the documentation card's SMART link launches DTR; default from cards.yaml.
+    dtr_launch_url: str | None = None
     # Policy file (YAML); default: the packaged policy.
     policy_path: str | None = None
     log_level: str = "INFO"

@@ -102,6 +102,23 @@ def _check_order_ids(orders: list[dict[str, Any]]) -> None:
             )
 
 
+def _require_one_coverage(patient_record: Any, today: Any) -> None:
+    """CRD hook-13: coverage information needs exactly one Coverage to speak for (400 otherwise);
+    a Coverage that could not be read at all is data that could not be obtained (412)."""
+    from cards import CoverageProblem, select_coverage
+
+    if "coverage" in patient_record.gaps:
+        raise ApiError(412, "not-found", f"The patient's Coverage could not be read: {patient_record.gaps['coverage']}",
+                       "prefetch.coverage")
+    selected = select_coverage(patient_record.resources.get("coverage", []), on=today)
+    if isinstance(selected, CoverageProblem):
+        if selected.kind == "none":
+            raise ApiError(400, "not-found", "The patient has no active Coverage in prefetch or on the FHIR server; "
+                           "coverage requirements cannot be given (CRD hook-13).", "prefetch.coverage")
+        raise ApiError(400, "multiple-matches", f"{selected.count} active Coverages and none marked primary "
+                       "(Coverage.order); send the primary one (CRD hook-13, dev-29).", "prefetch.coverage")
+
+
 def handle_hook(app_state: AppState, request: HookRequest, caller: Any, *, record: bool = True) -> HookResult:
     from cards import RenderContext, render_response
     from service.fhirdata import DataUnavailable, gather
@@ -129,6 +146,7 @@ def handle_hook(app_state: AppState, request: HookRequest, caller: Any, *, recor
     clock.lap("data")
 
     today = app_state.clock()
+    _require_one_coverage(patient_record, today)
     decisions = decide(policy, patient_record.resources, orders, request.all_orders, today, gaps=patient_record.gaps)
     clock.lap("evaluate")
 
@@ -141,6 +159,7 @@ def handle_hook(app_state: AppState, request: HookRequest, caller: Any, *, recor
         crd_version=str(request.extension.get("davinci-crd.requestedVersion") or "2.0"),
         assertion_date=today,
         wording=app_state.wording,
+        dtr_launch_url=app_state.settings.dtr_launch_url,
     )
     body = render_response(decisions, ctx)
     clock.lap("render")

@@ -242,3 +242,28 @@ def test_refused_calls_are_recorded_without_content(app: Any, client: FlaskClien
     assert [r["status_code"] for r in rows] == [400]
     assert "context" in rows[0]["error"]
     assert "Islet cell transplant" not in str(rows)
+
+
+@pytest.mark.parametrize(
+    ("coverage", "status", "code"),
+    [
+        (None, 400, "not-found"),
+        ({"resourceType": "Bundle", "type": "searchset", "entry": [
+            {"resource": {"resourceType": "Coverage", "id": f"c{i}", "status": "active",
+                          "beneficiary": {"reference": "Patient/pat-1"}, "payor": [{"display": "THP"}]}}
+            for i in (1, 2)]}, 400, "multiple-matches"),
+        ({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}, 412,
+         "not-found"),
+    ],
+    ids=["no-coverage", "two-coverages", "coverage-unreadable"],
+)
+def test_coverage_must_be_one_and_readable(client: FlaskClient, coverage: Any, status: int, code: str) -> None:
+    from tests.test_api_hooks import full_prefetch
+
+    prefetch = full_prefetch()
+    prefetch["coverage"] = coverage
+    response = post(client, order_sign_request(islet_order(), prefetch=prefetch))
+    assert response.status_code == status, response.get_data(as_text=True)
+    issue = outcome_of(response)
+    assert issue["code"] == code
+    assert issue["expression"] == ["prefetch.coverage"]

@@ -21,9 +21,11 @@ from cards import (
     render_response,
 )
 from cards.cards import SUMMARY_MAX, cap_summary, card_uuid, md_escape
-from cards.gallery import entries_from_cases, gallery_html, main, sample_cases
+from cards.gallery import gallery_html
 from cards.wording import Wording
+from service.cli import main
 from service.decision import CriterionResult, Evidence
+from tests.card_samples import entries_from_cases, sample_cases
 from tests.conformance import card_kinds, check_response
 
 WORDING_FILE = (
@@ -407,9 +409,11 @@ def test_override_reasons_need_a_display(tmp_path: Path) -> None:
 
 def test_gallery_writes_a_self_contained_page(tmp_path: Path) -> None:
     out = tmp_path / "gallery.html"
-    assert main(["--out", str(out)]) == 0
+    # The documented command: the real pipeline over fixture scenarios.
+    fixtures = Path(__file__).resolve().parent.parent / "fhir_fixtures" / "scenarios"
+    assert main(["gallery", "--out", str(out), "--fixtures", str(fixtures)]) == 0
     page = out.read_text(encoding="utf-8")
-    assert page.count('<section class="case">') == 5
+    assert page.count('<section class="case">') == 6
     assert "<table>" in page and 'class="button absolute"' in page and 'class="button smart"' in page
     assert 'class="card warning"' in page and 'class="card info"' in page
     assert "<script" not in page and "http-equiv" not in page  # nothing loaded from elsewhere

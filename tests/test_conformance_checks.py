@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cards import render_response
-from cards.gallery import sample_cases
+from tests.card_samples import sample_cases
 from tests.conformance import (
     card_kinds,
     check_coverage_information,

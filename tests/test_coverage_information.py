@@ -20,9 +20,9 @@ from cards.coverage_information import (
     requested_crd_version,
     select_coverage,
 )
-from cards.gallery import COVERAGE, sample_cases
 from cards.wording import Wording
 from service.decision import Decision
+from tests.card_samples import COVERAGE, sample_cases
 from tests.conformance import check_coverage_information, check_update_echo
 
 TODAY = date(2026, 6, 1)

@@ -460,3 +460,12 @@ def test_every_reason_is_a_filled_sentence_across_the_scenarios(policy: Policy) 
                 assert c.reason not in ("met", "not_met", "unknown"), (scenario.name, c.id)
             assert "{" not in d.pathway_basis
     assert seen > 300
+
+
+def test_an_order_with_both_pathway_codes_evaluates_both(policy: Policy) -> None:
+    order = service_request(HCPCS, "S2102")
+    order["code"]["coding"].append({"system": CPT, "code": "48160"})
+    d = run(policy, autologous_candidate(), order=order)
+    assert [p.pathway for p in d.pathways] == ["allogeneic", "autologous"]
+    assert d.pathway == "autologous" and d.outcome == "covered"
+    assert "both allogeneic and autologous codes" in d.pathway_basis

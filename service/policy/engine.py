@@ -30,7 +30,7 @@ from service.facts import (
 )
 from service.policy.loader import CriterionSpec, Policy
 from service.policy.predicates import PREDICATES, Context, Finding, matching_conditions, matching_procedures
-from service.policy.scope import is_lantidra, order_kinds
+from service.policy.scope import concept_is_lantidra, is_lantidra, order_kinds
 
 PATHWAYS: tuple[Pathway, ...] = ("allogeneic", "autologous")
 
@@ -261,7 +261,7 @@ def evaluate(
         order_set_medications=order_medication_facts(o for o in order_set if o is not order),
         date_of_service=date_of_service,
         valuesets=policy.valuesets,
-        is_lantidra=lambda concept: is_lantidra(policy, OrderFacts("", "", "", concept, "", None, None, None)),
+        is_lantidra=lambda concept: concept_is_lantidra(policy, concept),
     )
 
     pathways, basis_key, code = _choose_pathways(policy, ctx)
@@ -279,8 +279,8 @@ def evaluate(
     chosen: Pathway | None
     chosen = pathways[0] if len(pathways) == 1 else _fit(policy, ctx, results)
     basis_values = {"code": code or "", "fit": chosen or "", "evidence": _recent_pancreatectomy(policy, ctx) or ""}
-    if basis_key == "route_both" and chosen is None:
-        basis_key = "route_both_no_fit"
+    if basis_key in ("route_both", "conflicting_codes") and chosen is None:
+        basis_key = f"{basis_key}_no_fit"
     basis = _render(policy.pathway_choice["basis"][basis_key], basis_values)
 
     exclusions = tuple(_criterion(policy, spec, ctx)[0] for spec in policy.exclusions.values())
@@ -295,7 +295,7 @@ def evaluate(
     considered = [results[chosen]] if chosen is not None else list(results.values())
     if excluded_by:
         outcome = "not_covered"
-    elif allogeneic_decision and policy.lantidra_note == "investigational":
+    elif chosen == "allogeneic" and policy.lantidra_note == "investigational":
         outcome = "not_covered"
         notes.append("lantidra_investigational")
     elif any(r.status == "not_met" for r in considered):

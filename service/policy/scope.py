@@ -5,21 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from service.facts import OrderFacts, read_order
+from service.facts import Concept, OrderFacts, read_order
 from service.policy.loader import Policy
 from service.terminology import NDC
 
 OrderKind = Literal["allogeneic", "autologous", "route", "lantidra"]
 
 
-def is_lantidra(policy: Policy, order: OrderFacts) -> bool:
+def concept_is_lantidra(policy: Policy, concept: Concept) -> bool:
     """J3590/C9399 with donislecel/Lantidra in the code text, or an NDC the policy file lists."""
-    if any(system == NDC and code in policy.lantidra_ndc for system, code in order.concept.codings):
+    if any(system == NDC and code in policy.lantidra_ndc for system, code in concept.codings):
         return True
     billing = policy.valueset(policy.triggers["lantidra_billing"])
-    if billing.first_match(order.concept.codings) is None:
+    if billing.first_match(concept.codings) is None:
         return False
-    return any(word in order.concept.search_text for word in policy.lantidra_keywords)
+    return any(word in concept.search_text for word in policy.lantidra_keywords)
+
+
+def is_lantidra(policy: Policy, order: OrderFacts) -> bool:
+    return concept_is_lantidra(policy, order.concept)
 
 
 def order_kinds(policy: Policy, order: OrderFacts) -> set[OrderKind]:
