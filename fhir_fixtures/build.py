@@ -1610,6 +1610,26 @@ def readme_table(scenarios: dict[str, Resource]) -> str:
     return "\n".join(lines)
 
 
+# Plain CDS Hooks request bodies (no scenario wrapper) for curl and the CDS Hooks sandbox: README examples.
+REQUEST_DIR = Path(__file__).resolve().parent / "requests"
+EXAMPLE_REQUESTS = {
+    "order-sign-allogeneic-met": "allo-s2102-all-met",
+    "order-sign-documentation-needed": "allo-no-education",
+    "order-sign-kidney-transplant-not-met": "allo-kidney-transplant",
+    "order-sign-autologous-met": "auto-48160-covered",
+}
+
+
+def write_example_requests(scenarios: dict[str, Any]) -> list[Path]:
+    REQUEST_DIR.mkdir(exist_ok=True)
+    written = []
+    for file_name, scenario_name in EXAMPLE_REQUESTS.items():
+        path = REQUEST_DIR / f"{file_name}.json"
+        path.write_text(render(scenarios[scenario_name]["request"]), encoding="utf-8")
+        written.append(path)
+    return written
+
+
 def write_all() -> list[Path]:
     """Write every scenario (and the README table); remove scenario files no builder produces."""
     scenarios = build_all()
@@ -1619,6 +1639,7 @@ def write_all() -> list[Path]:
         path = SCENARIO_DIR / f"{name}.json"
         path.write_text(render(doc), encoding="utf-8")
         written.append(path)
+    write_example_requests(scenarios)
     for stale in SCENARIO_DIR.glob("*.json"):
         if stale.stem not in scenarios:
             stale.unlink()

@@ -243,3 +243,12 @@ def test_normalisation_is_exercised() -> None:
     assert systems & (HCPCS_SYSTEMS - {"http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"})
     assert "http://www.cms.gov/Medicare/Coding/ICD10" in systems
     assert "http://hl7.org/fhir/sid/icd-10-cm" in systems
+
+
+def test_example_requests_are_the_scenarios_requests() -> None:
+    import fhir_fixtures.build as build_module
+
+    built = build_module.build_all()
+    for file_name, scenario_name in build_module.EXAMPLE_REQUESTS.items():
+        on_disk = (build_module.REQUEST_DIR / f"{file_name}.json").read_text(encoding="utf-8")
+        assert on_disk == build_module.render(built[scenario_name]["request"])
