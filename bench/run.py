@@ -85,6 +85,7 @@ class LoadResult:
     mean_ms: float
     max_ms: float
     errors: dict[str, int] = field(default_factory=dict)
+    load_average_1m: float | None = None  # the machine's load when the cell started: other work skews it
 
     @property
     def throughput_rps(self) -> float:
@@ -557,7 +558,7 @@ def profile_summary(collapsed: str, top: int = 25) -> dict[str, Any]:
         own[frames[-1]] = own.get(frames[-1], 0) + count
 
     def shares(counts: dict[str, int]) -> list[dict[str, Any]]:
-        ranked = sorted(counts.items(), key=lambda kv: kv[1], reverse=True)[:top]
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
         return [{"function": f, "percent": round(100 * n / total, 1)} for f, n in ranked]
 
     return {"request_samples": total, "inclusive": shares(inclusive) if total else [],
@@ -719,15 +720,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {t['target']} | {t['limit']} | {_fmt(t['measured'], 2)} | {result}{detail} |")
 
     lines += ["", "#### order-sign with complete prefetch, and the floor (same app, same body)", "",
-              "| resources | body KB | concurrency | endpoint | p50 ms | p90 ms | p99 ms | req/s | errors |",
-              "|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+              "| resources | body KB | concurrency | endpoint | p50 ms | p90 ms | p99 ms | req/s | errors | load 1m |",
+              "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     bodies = report.get("requests", {})
     for cell in report.get("load", []):
         body_kb = bodies.get(str(cell["resources"]), {}).get("bytes", 0) / 1024
         lines.append(
             f"| {cell['resources']:,} | {body_kb:,.0f} | {cell['concurrency']} | {cell['endpoint']} | "
             f"{cell['p50_ms']:.2f} | {cell['p90_ms']:.2f} | {cell['p99_ms']:.2f} | "
-            f"{cell.get('throughput_rps', 0):,.1f} | {sum(cell.get('errors', {}).values())} |")
+            f"{cell.get('throughput_rps', 0):,.1f} | {sum(cell.get('errors', {}).values())} | "
+            f"{_fmt(cell.get('load_average_1m'), 2)} |")
     if report.get("ratios"):
         lines += ["", "| resources | concurrency | p50 service/floor | p90 service/floor | throughput service/floor |",
                   "|---:|---:|---:|---:|---:|"]
@@ -871,7 +873,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for endpoint in ("floor", "service"):
                         if args.warmup > 0:
                             driver.drive(endpoint, size, concurrency, args.warmup)
+                        load_before = round(os.getloadavg()[0], 2)
                         cell = driver.drive(endpoint, size, concurrency, args.duration)
+                        cell.load_average_1m = load_before
                         report["load"].append(cell.as_dict())
                         print(f"bench: {endpoint:7} {size:5} resources c={concurrency}: p50 {cell.p50_ms:8.2f} ms "
                               f"p90 {cell.p90_ms:8.2f} ms p99 {cell.p99_ms:8.2f} ms {cell.throughput_rps:8.1f} req/s "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -20,11 +21,28 @@ def _serve(args: argparse.Namespace) -> int:
         create_app().run(host=args.host, port=args.port, debug=False, threaded=True)
         return 0
     from gunicorn.app.base import BaseApplication
+    from sqlalchemy.exc import SQLAlchemyError
 
+    # Check the whole configuration (policy, wording, trusted issuers, database) once, in the master:
+    # a mistake stops start-up with one clear message instead of every worker crashing.
+    from cards.wording import WordingError
+    from service.app import build_state
+    from service.policy import PolicyError
     from service.records.store import DecisionLog
+    from service.trust.issuers import TrustConfigError
 
-    # Migrate once in the master, so workers starting together never race on the schema.
-    DecisionLog(settings.database_url).migrate()
+    try:
+        build_state(settings, date.today, with_records=False)
+        # Migrate once in the master, so workers starting together never race on the schema.
+        DecisionLog(settings.database_url).migrate()
+    except (PolicyError, TrustConfigError, WordingError) as exc:
+        print(f"islet-cds: cannot start: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"islet-cds: cannot start: the database (ISLET_CDS_DATABASE_URL) is not usable: {reason}",
+              file=sys.stderr)
+        return 2
 
     class Server(BaseApplication):
         def load_config(self) -> None:
@@ -169,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"islet-cds: configuration error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`islet-cds decisions export | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

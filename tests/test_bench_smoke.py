@@ -134,7 +134,7 @@ def test_report_writer_writes_json_markdown_and_splices_benchmarks_md(tmp_path: 
 
     assert json.loads(json_path.read_text()) == report
     markdown = md_path.read_text()
-    assert "| 300 | 300 | 1 | service | 5.00 | 10.00 | 15.00 | 100.0 | 0 |" in markdown
+    assert "| 300 | 300 | 1 | service | 5.00 | 10.00 | 15.00 | 100.0 | 0 | — |" in markdown
     assert "| p50 service/floor at 300 resources, concurrency 1 | <= 3 | 2.50 | **pass** |" in markdown
     assert "| peak resident memory per worker (VmHWM after the load) | <= 200 MB | 250.00 | **FAIL** |" in markdown
     assert "python -m bench.run --duration 1" in markdown
@@ -214,3 +214,21 @@ def test_wrk_script_reports_json_and_sends_a_fresh_hook_instance(httpserver: HTT
     assert summary["requests"] > 0 and summary["errors"]["status"] == 0
     assert len(seen) >= summary["requests"]
     assert len(set(seen)) == len(seen) and hook_instance not in seen
+
+
+def test_profile_summary_counts_only_samples_inside_requests() -> None:
+    collapsed = "\n".join([
+        "_worker (thread.py:1);Flask.wsgi_app (flask/app.py:10);loads (json/__init__.py:3) 6",
+        "_worker (thread.py:1);Flask.wsgi_app (flask/app.py:10);invoke (hooks.py:5);decide (policy.py:7) 3",
+        "_worker (thread.py:1);Flask.wsgi_app (flask/app.py:12);invoke (hooks.py:9) 1",
+        "_worker (thread.py:1);select (selectors.py:4) 90",  # idle loop: not request time
+        "garbage line",
+    ])
+    summary = run.profile_summary(collapsed, top=3)
+    assert summary["request_samples"] == 10
+    assert summary["inclusive"] == [{"function": "Flask.wsgi_app (flask/app.py)", "percent": 100.0},
+                                    {"function": "loads (json/__init__.py)", "percent": 60.0},
+                                    {"function": "invoke (hooks.py)", "percent": 40.0}]
+    assert summary["self"][:2] == [{"function": "loads (json/__init__.py)", "percent": 60.0},
+                                   {"function": "decide (policy.py)", "percent": 30.0}]
+    assert run.profile_summary("")["request_samples"] == 0

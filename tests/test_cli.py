@@ -64,3 +64,37 @@ def test_evaluate_reads_standard_input() -> None:
 def test_unreadable_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", "/no/such/file.json"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_without_trusted_issuers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ISLET_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    monkeypatch.delenv("ISLET_CDS_AUTH", raising=False)
+    assert main(["serve", "--port", "1"]) == 2
+    assert "ISLET_CDS_TRUSTED_ISSUERS" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_broken_policy_naming_the_field(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from service.policy.loader import DEFAULT_POLICY_DIR
+
+    policy = yaml.safe_load((DEFAULT_POLICY_DIR / "policy.yaml").read_text())
+    policy["criteria"]["A3"]["params"]["window_days"] = "a year"
+    broken = tmp_path / "policy.yaml"
+    broken.write_text(yaml.safe_dump(policy))
+    monkeypatch.setenv("ISLET_CDS_AUTH", "disabled")
+    monkeypatch.setenv("ISLET_CDS_POLICY_PATH", str(broken))
+    monkeypatch.setenv("ISLET_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "criteria.A3.params.window_days" in err
+
+
+def test_serve_reports_an_unusable_database(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ISLET_CDS_AUTH", "disabled")
+    monkeypatch.setenv("ISLET_CDS_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert main(["serve", "--port", "1"]) == 2
+    assert "ISLET_CDS_DATABASE_URL" in capsys.readouterr().err
