@@ -38,7 +38,8 @@ h1{font-size:20px;margin:0 0 16px}
 .summary{font-weight:600;font-size:14px;margin-bottom:4px}
 .source{color:#57606a;font-size:11px;margin-bottom:6px}
 .detail table{border-collapse:collapse;width:100%;font-size:11px;margin:4px 0}
-.detail th,.detail td{border:1px solid #d0d7de;padding:2px 4px;vertical-align:top;text-align:left;overflow-wrap:anywhere}
+.detail th,.detail td{border:1px solid #d0d7de;padding:2px 4px;vertical-align:top;text-align:left;
+  overflow-wrap:anywhere}
 .detail h4{font-size:12px;margin:8px 0 2px}.detail p{margin:4px 0}
 .detail blockquote{margin:4px 0;padding:2px 8px;border-left:3px solid #d4a72c;background:#fff8e5}
 .links{display:flex;flex-wrap:wrap;gap:6px;margin-top:6px}
