@@ -569,6 +569,15 @@ def _r4b_reason(resource: Mapping[str, Any]) -> str | None:
     return None
 
 
+def order_problem(order: Mapping[str, Any]) -> str | None:
+    """Why a draft order is not a valid FHIR R4 resource ("field: message"), or None if it is.
+
+    Orders are few per call, so they get the full R4B model check: an invalid order is the
+    client's error (400), not something to skip quietly.
+    """
+    return _r4b_reason(order)
+
+
 def _skip_reason(resource: Mapping[str, Any], problem: str) -> str:
     model_reason = _r4b_reason(resource)
     reason = model_reason or problem

@@ -91,6 +91,31 @@ def _resolve_dispatched_orders(app_state: AppState, request: HookRequest, caller
     return dataclasses.replace(request, draft_orders=orders, all_orders=orders)
 
 
+def _order_location(request: HookRequest, order: dict[str, Any]) -> str:
+    """Where the order sits in the request, as a FHIRPath-like expression for the OperationOutcome."""
+    field = {"appointment-book": "appointments"}.get(request.hook, "draftOrders")
+    bundle = request.context.get(field)
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        if isinstance(entry, dict) and entry.get("resource") is order:
+            return f"context.{field}.entry[{i}].resource"
+    return "context.dispatchedOrders" if request.hook == "order-dispatch" else f"context.{field}"
+
+
+def _check_orders_are_fhir(request: HookRequest) -> None:
+    """hook-13: an order that fails FHIR validation makes the request invalid (400), naming the field."""
+    from service.facts import order_problem
+
+    for order in request.draft_orders:
+        problem = order_problem(order)
+        if problem:
+            where = _order_location(request, order)
+            field = problem.split(":", 1)[0] if ":" in problem else ""
+            expression = f"{where}.{field}" if field and " " not in field else where
+            ref = f"{order.get('resourceType')}/{order.get('id')}"
+            raise ApiError(400, "structure", f"{ref} is not a valid FHIR R4 resource: {problem}", expression)
+
+
 def _check_order_ids(orders: list[dict[str, Any]]) -> None:
     for i, order in enumerate(orders):
         if not isinstance(order.get("id"), str) or not order["id"]:
@@ -129,6 +154,7 @@ def handle_hook(app_state: AppState, request: HookRequest, caller: Any, *, recor
     policy = app_state.policy
     if request.hook == "order-dispatch":
         request = _resolve_dispatched_orders(app_state, request, caller)
+    _check_orders_are_fhir(request)
     orders = in_scope_orders(policy, request.draft_orders)
     clock.lap("scope")
     if not orders:

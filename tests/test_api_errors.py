@@ -267,3 +267,29 @@ def test_coverage_must_be_one_and_readable(client: FlaskClient, coverage: Any, s
     issue = outcome_of(response)
     assert issue["code"] == code
     assert issue["expression"] == ["prefetch.coverage"]
+
+
+def test_deeply_nested_json_is_400(client: FlaskClient) -> None:
+    response = post(client, "[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 400
+    assert "nested" in outcome_of(response)["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expression"),
+    [
+        ("code", "0584T", "context.draftOrders.entry[0].resource.code"),
+        ("occurrenceDateTime", "not-a-date", "context.draftOrders.entry[0].resource.occurrenceDateTime"),
+        ("status", 7, "context.draftOrders.entry[0].resource.status"),
+    ],
+)
+def test_invalid_fhir_order_is_400_naming_the_field(client: FlaskClient, field: str, value: Any,
+                                                   expression: str) -> None:
+    order = islet_order()
+    order[field] = value
+    response = post(client, order_sign_request(order))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = outcome_of(response)
+    assert issue["code"] == "structure"
+    assert issue["expression"] == [expression]
+    assert "ServiceRequest/islet-1" in issue["diagnostics"]

@@ -35,6 +35,8 @@ def json_body() -> Any:
         return json.loads(raw, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise ApiError(400, "invalid", "The request body is not UTF-8 encoded JSON.", "$") from None
+    except RecursionError:
+        raise ApiError(400, "too-costly", "The request body is nested too deeply.", "$") from None
     except ValueError as exc:
         raise ApiError(400, "invalid", f"The request body is not valid JSON: {exc}", "$") from None
 
