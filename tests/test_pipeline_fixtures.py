@@ -78,3 +78,12 @@ def test_evaluate_gives_the_http_answer(make_app: Callable[..., Flask], scenario
     http = _post(_app(make_app, scenario), scenario.request).get_json()
     assert main(["evaluate", str(scenario.path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == http
+
+
+@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.expected], ids=[s.name for s in SCENARIOS if s.expected])
+def test_crd_2_2_callers_get_conforming_answers(make_app: Callable[..., Flask], scenario: Scenario) -> None:
+    request = copy.deepcopy(scenario.request)
+    request.setdefault("extension", {})["davinci-crd.requestedVersion"] = "2.2"
+    response = _post(_app(make_app, scenario), request)
+    assert response.status_code == 200
+    assert check_response(request, response.get_json()) == []
