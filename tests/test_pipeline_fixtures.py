@@ -80,7 +80,10 @@ def test_evaluate_gives_the_http_answer(make_app: Callable[..., Flask], scenario
     assert json.loads(capsys.readouterr().out) == http
 
 
-@pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s.expected], ids=[s.name for s in SCENARIOS if s.expected])
+DECIDED = [s for s in SCENARIOS if s.expected]
+
+
+@pytest.mark.parametrize("scenario", DECIDED, ids=[s.name for s in DECIDED])
 def test_crd_2_2_callers_get_conforming_answers(make_app: Callable[..., Flask], scenario: Scenario) -> None:
     request = copy.deepcopy(scenario.request)
     request.setdefault("extension", {})["davinci-crd.requestedVersion"] = "2.2"
