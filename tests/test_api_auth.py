@@ -18,7 +18,7 @@ from pytest_httpserver import HTTPServer
 
 from tests.conftest import islet_order, order_sign_request
 from tests.test_api_hooks import full_prefetch
-from tests.trust_tokens import SigningKey, claims, handmade_token, make_key, sign
+from tests.trust_tokens import claims, handmade_token, make_key, sign
 
 SIGN_PATH = "/cds-services/islet-transplant-order-sign"
 AUD = f"http://localhost{SIGN_PATH}"
