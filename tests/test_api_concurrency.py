@@ -57,6 +57,8 @@ def test_every_concurrent_call_is_recorded_once(make_app: Callable[..., Flask], 
     with engine.connect() as connection:
         decisions = connection.execute(select(func.count()).select_from(DecisionRecord)).scalar_one()
         invocations = connection.execute(select(func.count()).select_from(InvocationRecord)).scalar_one()
-        distinct_calls = connection.execute(select(func.count(func.distinct(DecisionRecord.hook_instance)))).scalar_one()
+        distinct_calls = connection.execute(
+            select(func.count(func.distinct(DecisionRecord.hook_instance)))
+        ).scalar_one()
     assert decisions == invocations == distinct_calls == THREADS * CALLS_PER_THREAD
     app.extensions["islet_cds"]["records"].dispose()
