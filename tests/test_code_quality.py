@@ -22,7 +22,7 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_is_clean() -> None:
-    result = subprocess.run([_tool("ruff"), "check", "service", "cards", "tests", "bench", "fhir_fixtures"],
+    result = subprocess.run([_tool("ruff"), "check", "service", "cards", "tests", "bench", "fhir_fixtures", "docs"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
