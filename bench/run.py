@@ -1,6 +1,6 @@
 """The performance benchmark, in one command: the service under gunicorn against its own floor.
 
-    /work/venv/bin/python -m bench.run            # from the repository root; about 4 minutes
+    /work/venv/bin/python -m bench.run            # from the repository root; 3–4 minutes
 
 What it does (see bench/README.md):
 
@@ -389,7 +389,9 @@ class LoadDriver:
 
     @property
     def tool(self) -> str:
-        return _tool_version([self.wrk, "--version"]) if self.wrk else "python (http.client threads; wrk unavailable)"
+        if self.wrk is None:
+            return "python (http.client threads; wrk unavailable)"
+        return _tool_version([self.wrk, "--version"]).split(" Copyright")[0]
 
     def drive(self, endpoint: str, resources: int, concurrency: int, duration_s: int) -> LoadResult:
         path = HOOK_PATH if endpoint == "service" else FLOOR_PATH

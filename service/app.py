@@ -109,8 +109,10 @@ def build_state(
     authenticator = None
     extras: dict[str, Any] = {}
     if settings.auth_enabled:
+        from service.config import require_public_base_url
         from service.trust import build_authenticator
 
+        require_public_base_url(settings)
         authenticator = build_authenticator(settings)
         extras["replay_cache"] = authenticator.replay_cache
     return AppState(

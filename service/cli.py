@@ -15,6 +15,7 @@ from service.config import ConfigError, load_settings
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
+    workers = _worker_count(settings, args.workers)
     if args.dev:
         from service.app import create_app
 
@@ -47,7 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     class Server(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
-            self.cfg.set("workers", args.workers)
+            self.cfg.set("workers", workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", args.threads)
             self.cfg.set("timeout", 30)
@@ -56,12 +57,33 @@ def _serve(args: argparse.Namespace) -> int:
             self.cfg.set("forwarded_allow_ips", "127.0.0.1")
 
         def load(self) -> Any:
+            import gc
+
             from service.app import create_app
 
-            return create_app()
+            app = create_app()
+            # The app's long-lived objects (policy, value sets, validators) never become garbage:
+            # freezing them keeps full collections from walking ~100k objects on every request burst.
+            gc.collect()
+            gc.freeze()
+            return app
 
     Server().run()
     return 0
+
+
+def _worker_count(settings: Any, requested: int | None) -> int:
+    """Workers to run. Without Redis the jti replay cache lives in each process, so a replayed token
+    could reach another worker: with authentication on, that needs ISLET_CDS_REDIS_URL or one worker."""
+    shared_replay_cache = bool(settings.redis_url) or not settings.auth_enabled
+    if requested is None:
+        return 2 if shared_replay_cache else 1
+    if requested > 1 and not shared_replay_cache:
+        raise ConfigError(
+            f"--workers {requested} with authentication on needs ISLET_CDS_REDIS_URL (a replay cache shared by "
+            "all workers); without Redis run one worker (threads still serve concurrent calls)"
+        )
+    return requested
 
 
 def _read_input(source: str) -> Any:
@@ -157,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the service under gunicorn (production WSGI server)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--workers", type=int, default=None,
+                       help="worker processes (default 2; 1 with authentication on and no ISLET_CDS_REDIS_URL)")
     serve.add_argument("--threads", type=int, default=4, help="threads per worker (FHIR fallback waits on I/O)")
     serve.add_argument("--dev", action="store_true", help="Flask's development server (never in production)")
     serve.set_defaults(func=_serve)

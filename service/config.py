@@ -99,6 +99,17 @@ def _coerce(name: str, annotation: str, value: Any) -> Any:
     return str(value)
 
 
+def require_public_base_url(settings: Settings) -> None:
+    """With authentication on, the JWT ``aud`` is checked against the configured public URL, never the
+    request's Host header (which the caller controls)."""
+    if settings.auth_enabled and not settings.public_base_url:
+        raise ConfigError(
+            f"{PREFIX}PUBLIC_BASE_URL is required when authentication is on: a JWT's aud must equal the URL "
+            "clients call, and that URL must not be taken from the request's Host header "
+            "(e.g. https://cds.example.org)"
+        )
+
+
 def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -119,6 +130,8 @@ def load_settings(environ: Mapping[str, str] | None = None, overrides: Mapping[s
         raise ConfigError(f"{PREFIX}AUTH must be 'required' or 'disabled', not {settings.auth!r}")
     if settings.discovery_auth not in ("open", "protected"):
         raise ConfigError(f"{PREFIX}DISCOVERY_AUTH must be 'open' or 'protected'")
+    if settings.public_base_url and not settings.public_base_url.startswith(("https://", "http://")):
+        raise ConfigError(f"{PREFIX}PUBLIC_BASE_URL must be an absolute http(s) URL")
     bad = {a for a in settings.jwt_algorithms if a.upper() == "NONE" or a.upper().startswith("HS")}
     if bad:
         raise ConfigError(f"{PREFIX}JWT_ALGORITHMS may not include {sorted(bad)}: never none, never HMAC")

@@ -85,11 +85,34 @@ def _first_error(validator: Draft202012Validator, instance: Any, prefix: str = "
     return errors[0] if errors else None
 
 
+def _describe(error: ValidationError) -> str:
+    """What is wrong, without quoting the value: request values can be patient data."""
+    rule, expected = error.validator, error.validator_value
+    if rule in ("required", "dependentRequired"):
+        return error.message  # names properties only
+    if rule == "type":
+        kinds = expected if isinstance(expected, list) else [expected]
+        return "must be of type " + " or ".join(f"'{k}'" for k in kinds)
+    if rule == "const":
+        return f"must be '{expected}'"
+    if rule == "pattern":
+        return "does not match the expected format" + (" (a UUID)" if "[0-9a-fA-F]{8}" in str(expected) else "")
+    if rule == "minLength":
+        return "must not be empty"
+    if rule == "minItems":
+        return f"must have at least {expected} item(s)"
+    if rule == "minimum":
+        return f"must be at least {expected}"
+    if rule == "anyOf":
+        return "must contain dispatchedOrders (order-dispatch 1.1) or order (older clients)"
+    return f"fails the '{rule}' rule"
+
+
 def _raise_invalid(error: ValidationError, prefix: str = "") -> None:
     where = _expression(error)
     if prefix:
         where = prefix if where == "$" else f"{prefix}.{where}"
-    raise ApiError(400, "invalid", f"Invalid CDS Hooks request at {where}: {error.message}", where)
+    raise ApiError(400, "invalid", f"Invalid CDS Hooks request at {where}: {_describe(error)}", where)
 
 
 def _bundle_resources(bundle: Any) -> list[dict[str, Any]]:

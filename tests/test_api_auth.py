@@ -24,6 +24,7 @@ SIGN_PATH = "/cds-services/islet-transplant-order-sign"
 AUD = f"http://localhost{SIGN_PATH}"
 ISS = "https://ehr.example.org/cds-client"
 KEYS = {alg: make_key(alg) for alg in ("ES256", "ES384", "RS384")}
+AUTH = {"auth": "required", "public_base_url": "http://localhost"}
 OTHER_KEY = make_key("ES256", kid=KEYS["ES256"].kid)  # same kid, different key: a forged signature
 
 
@@ -39,7 +40,7 @@ def issuers_file(tmp_path: Path, fhir_servers: list[str] | None = None) -> str:
 
 @pytest.fixture
 def auth_app(make_app: Callable[..., Flask], tmp_path: Path) -> Flask:
-    return make_app({"auth": "required", "trusted_issuers": issuers_file(tmp_path)})
+    return make_app({**AUTH, "trusted_issuers": issuers_file(tmp_path)})
 
 
 def call(app: Flask, token: str | None, body: dict[str, Any] | None = None) -> Any:
@@ -100,7 +101,7 @@ def test_replayed_jti_is_401_and_recorded_once(auth_app: Flask) -> None:
 
 
 def test_protected_discovery_needs_a_token(make_app: Callable[..., Flask], tmp_path: Path) -> None:
-    app = make_app({"auth": "required", "trusted_issuers": issuers_file(tmp_path), "discovery_auth": "protected"})
+    app = make_app({**AUTH, "trusted_issuers": issuers_file(tmp_path), "discovery_auth": "protected"})
     client = app.test_client()
     assert client.get("/cds-services").status_code == 401
     token = sign(ES256, claims(ISS, "http://localhost/cds-services"))
@@ -117,7 +118,7 @@ def test_fhir_server_not_allowed_for_the_issuer_is_refused_without_a_connection(
     base = httpserver.url_for("/fhir")
     # The service-wide list allows the loopback server; the issuer may name it only in the control case.
     issuer_servers = [base] if issuer_may_name_it else ["https://ehr.example.org/fhir"]
-    app = make_app({"auth": "required", "trusted_issuers": issuers_file(tmp_path, issuer_servers),
+    app = make_app({**AUTH, "trusted_issuers": issuers_file(tmp_path, issuer_servers),
                     "allowed_fhir_servers": base, "fhir_require_https": False})
     body = order_sign_request(islet_order())
     body["fhirServer"] = base
@@ -139,7 +140,7 @@ def test_replay_is_refused_across_two_app_instances_sharing_redis(make_app: Call
         redis.Redis.from_url(url, socket_timeout=1).ping()
     except redis.RedisError as exc:
         pytest.skip(f"Redis is not reachable at {url}: {exc}")
-    config = {"auth": "required", "trusted_issuers": issuers_file(tmp_path), "redis_url": url}
+    config = {**AUTH, "trusted_issuers": issuers_file(tmp_path), "redis_url": url}
     first_instance, second_instance = make_app(config), make_app(config)
     token = sign(ES256, claims(ISS, AUD, jti=f"shared-{uuid.uuid4()}"))
     accepted, body = call(first_instance, token)

@@ -73,12 +73,12 @@ INVALID_ENVELOPES = [
     ("missing hookInstance", lambda b: _without(b, "hookInstance"), "$", "'hookInstance' is a required"),
     ("hookInstance not a UUID", lambda b: _with(b, "abc", "hookInstance"), "hookInstance", "does not match"),
     ("missing context", lambda b: _without(b, "context"), "$", "'context' is a required"),
-    ("context not an object", lambda b: _with(b, [], "context"), "context", "is not of type 'object'"),
+    ("context not an object", lambda b: _with(b, [], "context"), "context", "must be of type 'object'"),
     ("missing patientId", lambda b: _without(b, "context", "patientId"), "context", "'patientId' is a required"),
     ("missing userId", lambda b: _without(b, "context", "userId"), "context", "'userId' is a required"),
     ("missing draftOrders", lambda b: _without(b, "context", "draftOrders"), "context", "'draftOrders'"),
     ("draftOrders not a Bundle", lambda b: _with(b, {"resourceType": "List"}, "context", "draftOrders"),
-     "context.draftOrders.resourceType", "'Bundle' was expected"),
+     "context.draftOrders.resourceType", "must be 'Bundle'"),
     ("fhirAuthorization without fhirServer",
      lambda b: _with(b, {"access_token": "t", "token_type": "Bearer", "expires_in": 30, "scope": "patient/*.read",
                          "subject": "cds"}, "fhirAuthorization"), "$", "'fhirServer' is a dependency"),
@@ -89,12 +89,12 @@ INVALID_ENVELOPES = [
     ("expires_in not an integer",
      lambda b: _with(_with(b, "https://ehr.example.org/fhir", "fhirServer"),
                      {"access_token": "t", "token_type": "Bearer", "expires_in": "30", "scope": "s", "subject": "c"},
-                     "fhirAuthorization"), "fhirAuthorization.expires_in", "is not of type 'integer'"),
+                     "fhirAuthorization"), "fhirAuthorization.expires_in", "must be of type 'integer'"),
     ("fhirServer not a URL", lambda b: _with(b, "ehr.example.org", "fhirServer"), "fhirServer", "does not match"),
     ("prefetch value a string", lambda b: _with(b, {"patient": "Patient/1"}, "prefetch"), "prefetch.patient",
-     "is not valid under any"),
+     "must be of type 'object' or 'null'"),
     ("prefetch value without resourceType", lambda b: _with(b, {"patient": {"id": "1"}}, "prefetch"),
-     "prefetch.patient", "is not valid under any"),
+     "prefetch.patient", "'resourceType' is a required property"),
 ]
 
 
@@ -128,7 +128,7 @@ def test_hook_must_match_the_service(client: FlaskClient) -> None:
         ("islet-transplant-order-select", {"userId": "Practitioner/1", "patientId": "p", "draftOrders":
                                             {"resourceType": "Bundle"}}, "'selections' is a required"),
         ("islet-transplant-order-dispatch", {"patientId": "p", "performer": "Organization/1"},
-         "is not valid under any"),
+         "dispatchedOrders"),
         ("islet-transplant-order-dispatch", {"patientId": "p", "dispatchedOrders": ["ServiceRequest/1"]},
          "'performer' is a required"),
         ("islet-transplant-appointment-book", {"userId": "Practitioner/1", "patientId": "p"},
@@ -293,3 +293,15 @@ def test_invalid_fhir_order_is_400_naming_the_field(client: FlaskClient, field: 
     assert issue["code"] == "structure"
     assert issue["expression"] == [expression]
     assert "ServiceRequest/islet-1" in issue["diagnostics"]
+
+
+def test_diagnostics_never_quote_request_values(client: FlaskClient) -> None:
+    # Values in a request can be patient data; a 400 names the field and the rule, not the value.
+    body = order_sign_request(islet_order())
+    body["prefetch"] = {"patient": {"name": [{"family": "Doe-Secret"}], "birthDate": "1961-07-04"}}
+    body["context"]["encounterId"] = ["Doe-Secret"]
+    for mutated in (body, {**body, "hookInstance": "Doe-Secret"}):
+        response = post(client, mutated)
+        assert response.status_code == 400
+        text = response.get_data(as_text=True)
+        assert "Doe-Secret" not in text and "1961" not in text

@@ -70,6 +70,7 @@ def test_serve_refuses_to_start_without_trusted_issuers(monkeypatch: pytest.Monk
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ISLET_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
     monkeypatch.delenv("ISLET_CDS_AUTH", raising=False)
+    monkeypatch.setenv("ISLET_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
     assert main(["serve", "--port", "1"]) == 2
     assert "ISLET_CDS_TRUSTED_ISSUERS" in capsys.readouterr().err
 
@@ -98,3 +99,25 @@ def test_serve_reports_an_unusable_database(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("ISLET_CDS_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     assert main(["serve", "--port", "1"]) == 2
     assert "ISLET_CDS_DATABASE_URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("auth", "redis_url", "requested", "expected"),
+    [("disabled", None, None, 2), ("required", None, None, 1), ("required", "redis://127.0.0.1:6379/0", None, 2),
+     ("required", None, 1, 1), ("required", "redis://127.0.0.1:6379/0", 4, 4), ("disabled", None, 3, 3)],
+)
+def test_worker_count_keeps_replay_protection(auth: str, redis_url: str | None, requested: int | None,
+                                              expected: int) -> None:
+    from service.cli import _worker_count
+    from service.config import Settings
+
+    settings = Settings(auth=auth, redis_url=redis_url, public_base_url="https://cds.example.org")
+    assert _worker_count(settings, requested) == expected
+
+
+def test_several_workers_with_auth_and_no_redis_are_refused() -> None:
+    from service.cli import _worker_count
+    from service.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="ISLET_CDS_REDIS_URL"):
+        _worker_count(Settings(auth="required", public_base_url="https://cds.example.org"), 2)

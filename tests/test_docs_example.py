@@ -23,7 +23,7 @@ def _demo() -> Any:
 def test_demo_issuer_signs_calls_the_service_accepts_once(make_app: Any, tmp_path: Path) -> None:
     demo = _demo()
     issuers = demo.init(tmp_path / "demo")
-    app = make_app({"auth": "required", "trusted_issuers": str(issuers)})
+    app = make_app({"auth": "required", "public_base_url": "http://localhost", "trusted_issuers": str(issuers)})
     client = app.test_client()
     body = json.loads((ROOT / "fhir_fixtures" / "requests" / "order-sign-allogeneic-met.json").read_text())
     token = demo.token(tmp_path / "demo", SIGN_URL)
@@ -46,4 +46,14 @@ def test_auth_required_without_issuers_refuses_to_start(make_app: Any) -> None:
     import pytest
 
     with pytest.raises(Exception, match="TRUSTED_ISSUERS"):
+        make_app({"auth": "required", "public_base_url": "http://localhost"})
+
+
+def test_auth_required_without_public_base_url_refuses_to_start(make_app: Any) -> None:
+    import pytest
+
+    from service.config import ConfigError
+
+    # The aud check must not trust the Host header: the public URL is configuration.
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
         make_app({"auth": "required"})

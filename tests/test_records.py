@@ -213,16 +213,75 @@ def test_round_trip_one_row_per_order(log: DecisionLog, clock: FakeClock) -> Non
     assert len(calls[0]["card_uuids"]) == 3
 
 
-def test_retried_call_replaces_its_decisions_and_logs_both_calls(log: DecisionLog, clock: FakeClock) -> None:
-    hook_instance, _ = record(log, ["a"], outcome="indeterminate")
+def test_retried_call_adds_rows_and_keeps_every_answer_sent(log: DecisionLog, clock: FakeClock) -> None:
+    hook_instance, first_expected = record(log, ["a"], outcome="indeterminate")
     clock.now += timedelta(seconds=5)
     _, expected = record(log, ["a"], hook_instance=hook_instance, outcome="covered")
     rows = log.get(hook_instance)
-    assert len(rows) == 1
-    assert rows[0]["outcome"] == "covered"
+    calls = log.invocations(hook_instance)
+    assert [c["outcome_summary"] for c in calls] == ["indeterminate", "covered"]
+    # Newest call first, each decision with the call that sent it.
+    assert [r["outcome"] for r in rows] == ["covered", "indeterminate"]
+    assert [r["invocation_id"] for r in rows] == [calls[1]["id"], calls[0]["id"]]
+    assert [r["invocation"]["created_at"] for r in rows] == ["2026-06-01T12:00:05Z", "2026-06-01T12:00:00Z"]
+    assert [r["invocation"]["status_code"] for r in rows] == [200, 200]
+    assert rows[0]["invocation"]["outcome_summary"] == "covered"
     assert rows[0]["coverage_assertion_id"] == expected["assertion"]["ServiceRequest/a"]
-    assert rows[0]["created_at"] == "2026-06-01T12:00:05Z"
-    assert [c["outcome_summary"] for c in log.invocations(hook_instance)] == ["indeterminate", "covered"]
+    # The answer sent first still resolves to what was sent then.
+    first = log.get(first_expected["assertion"]["ServiceRequest/a"])
+    assert [(r["outcome"], r["created_at"]) for r in first] == [("indeterminate", "2026-06-01T12:00:00Z")]
+
+
+def _record_same_response(log: DecisionLog, hook_instance: str, body: dict[str, Any], outcome: str) -> None:
+    """What the service does on a retry: card uuids and assertion ids are deterministic, so a retried
+    call sends the very same ids, possibly with another outcome (the record changed in between)."""
+    log.record_call(hook_instance=hook_instance, hook="order-sign", service_id="islet-order-sign",
+                    patient_id="pat-1", decisions=[make_decision("a", outcome)], response=body)
+
+
+def test_same_ids_sent_twice_resolve_to_both_answers_newest_first(log: DecisionLog, clock: FakeClock) -> None:
+    hook_instance = str(uuid.uuid4())
+    body, expected = make_response(["a"])
+    _record_same_response(log, hook_instance, body, "covered")
+    clock.now += timedelta(minutes=1)
+    _record_same_response(log, hook_instance, body, "not_covered")
+    by_assertion = log.get(expected["assertion"]["ServiceRequest/a"])
+    assert [r["outcome"] for r in by_assertion] == ["not_covered", "covered"]
+    assert by_assertion == log.get(hook_instance)
+    assert [r["id"] for r in by_assertion] == sorted((r["id"] for r in by_assertion), reverse=True)
+    # Each decision row is still reachable by its own id, unchanged.
+    assert [r["outcome"] for r in log.get(by_assertion[1]["id"])] == ["covered"]
+
+
+def test_feedback_links_to_the_newest_call_that_sent_the_card_before_it(log: DecisionLog, clock: FakeClock) -> None:
+    hook_instance = str(uuid.uuid4())
+    body, expected = make_response(["a"])
+    card = expected["by_order"]["ServiceRequest/a"]
+    sent_first = clock.now
+    _record_same_response(log, hook_instance, body, "covered")
+    clock.now += timedelta(minutes=5)
+    _record_same_response(log, hook_instance, body, "not_covered")
+    first_call, second_call = (c["id"] for c in log.invocations(hook_instance))
+
+    log.record_feedback("islet-order-sign", "iss", [
+        FeedbackItem(card, "accepted", sent_first + timedelta(minutes=1)),  # between the two calls
+        FeedbackItem(card, "overridden", sent_first + timedelta(minutes=10)),  # after the retry
+        FeedbackItem(card, "overridden", sent_first),  # at the very instant of the first call
+        FeedbackItem(card, "accepted", sent_first - timedelta(hours=1)),  # EHR clock behind ours
+    ])
+    linked = {(f["outcome"], f["outcome_timestamp"]): (f["invocation_id"], f["hook_instance"], f["linked"])
+              for f in log.export() if f["record_type"] == "feedback"}
+    assert linked == {
+        ("accepted", "2026-06-01T12:01:00Z"): (first_call, hook_instance, True),
+        ("overridden", "2026-06-01T12:10:00Z"): (second_call, hook_instance, True),
+        ("overridden", "2026-06-01T12:00:00Z"): (first_call, hook_instance, True),
+        ("accepted", "2026-06-01T11:00:00Z"): (first_call, hook_instance, True),
+    }
+    newest, oldest = log.get(hook_instance)
+    assert newest["invocation_id"] == second_call
+    assert [f["outcome_timestamp"] for f in newest["feedback"]] == ["2026-06-01T12:10:00Z"]
+    assert [f["outcome_timestamp"] for f in oldest["feedback"]] == [
+        "2026-06-01T12:01:00Z", "2026-06-01T12:00:00Z", "2026-06-01T11:00:00Z"]
 
 
 def test_calls_without_orders_and_failed_calls_are_logged(log: DecisionLog) -> None:
@@ -302,7 +361,9 @@ def test_export_since_is_json_lines_ready_with_stable_keys(log: DecisionLog, clo
     assert {r["hook_instance"] for r in exported} == {new}
     decision = exported[1]
     assert list(decision)[:4] == ["record_type", "id", "invocation_id", "coverage_assertion_id"]
-    assert list(decision) == list(log.get(new)[0])[:-1]  # same columns, same order (get adds feedback)
+    # Same columns, same order (get adds the sending call and the feedback).
+    assert list(decision) == list(log.get(new)[0])[:-2]
+    assert list(log.get(new)[0])[-2:] == ["invocation", "feedback"]
     lines = [json.dumps(r) for r in exported]
     assert json.loads(lines[1])["order_reference"] == "ServiceRequest/b"
     # A naive "since" is UTC; everything since the first call includes the old one.
@@ -387,6 +448,8 @@ def _cli(argv: list[str]) -> argparse.Namespace:
 def test_cli_show_export_purge(log: DecisionLog, database_url: str, clock: FakeClock, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("ISLET_CDS_DATABASE_URL", database_url)
+    # Settings are validated as a whole: with authentication on (the default) a public URL is required.
+    monkeypatch.setenv("ISLET_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
     # Recorded years ago by the fake clock; the CLI's own DecisionLog uses real time.
     clock.now = datetime(2020, 6, 1, 12, 0, tzinfo=UTC)
     hook_instance, expected = record(log, ["a"])
@@ -421,3 +484,44 @@ def test_cli_rejects_bad_arguments() -> None:
         _cli(["decisions", "export", "--since", "yesterday"])
     with pytest.raises(SystemExit):
         _cli(["decisions", "purge", "--older-than", "-3"])
+
+
+# -- through the app: a retried call with a changed record (reviewer's d1) ------------------------
+
+
+def test_app_retry_with_a_changed_record_keeps_both_answers(make_app: Any, tmp_path: Path) -> None:
+    from tests.conftest import ROOT
+
+    app = make_app({"database_url": f"sqlite:///{tmp_path / 'app.sqlite'}"})
+    client = app.test_client()
+    records: DecisionLog = app.extensions["islet_cds"]["records"]
+    url = "/cds-services/islet-transplant-order-sign"
+    body = json.loads((ROOT / "fhir_fixtures" / "requests" / "order-sign-allogeneic-met.json").read_text())
+    first = client.post(url, json=body)
+    changed = json.loads(json.dumps(body))
+    changed["prefetch"]["patient"]["birthDate"] = "2015-01-01"  # now a child: not covered
+    second = client.post(url, json=changed)
+    assert first.status_code == second.status_code == 200
+
+    rows = records.get(body["hookInstance"])
+    assert [r["outcome"] for r in rows] == ["not_covered", "covered"]
+    calls = records.invocations(body["hookInstance"])
+    assert [r["invocation_id"] for r in rows] == [calls[1]["id"], calls[0]["id"]]
+    # What the EHR was told the first time still resolves to the first answer (with the later one).
+    for row in rows:
+        assert row["coverage_assertion_id"] is not None
+        assert row in records.get(row["coverage_assertion_id"])
+
+    # Card uuids are deterministic: the retry sent the same card uuid with another answer. Feedback
+    # belongs to the newest call that showed the card at or before the feedback's outcomeTimestamp.
+    card = first.get_json()["cards"][0]["uuid"]
+    assert card in {c["uuid"] for c in second.get_json()["cards"]}
+    items = [{"card": card, "outcome": "accepted", "acceptedSuggestions": [{"id": "s"}],
+              "outcomeTimestamp": calls[0]["created_at"]},  # while the first answer was on screen
+             {"card": card, "outcome": "overridden", "outcomeTimestamp": "2099-01-01T00:00:00Z"}]
+    assert calls[0]["created_at"] < calls[1]["created_at"]
+    assert client.post(f"{url}/feedback", json={"feedback": items}).status_code == 200
+    newest, oldest = records.get(body["hookInstance"])
+    assert [(f["outcome"], f["invocation_id"]) for f in oldest["feedback"]] == [("accepted", calls[0]["id"])]
+    assert [(f["outcome"], f["invocation_id"]) for f in newest["feedback"]] == [("overridden", calls[1]["id"])]
+    records.dispose()

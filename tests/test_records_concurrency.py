@@ -74,9 +74,17 @@ def test_eight_threads_times_200_calls_leave_1600_decisions(log: DecisionLog) ->
     assert all(len(log.get(h)) == 1 for h in sample)
 
 
-def test_concurrent_retries_of_the_same_calls_stay_one_row_per_order(log: DecisionLog) -> None:
+def test_concurrent_retries_each_keep_their_own_rows(log: DecisionLog) -> None:
+    # Every thread retries the same 25 calls at once. Append-only: N retries of a call are N
+    # invocation rows and N decision rows per order (nothing replaced, nothing lost).
     shared = [str(uuid.uuid4()) for _ in range(25)]
     errors = _run_threads([list(shared) for _ in range(THREADS)], log)
     assert errors == []
-    assert _count(log, DecisionRecord) == len(shared)
     assert _count(log, InvocationRecord) == THREADS * len(shared)
+    assert _count(log, DecisionRecord) == THREADS * len(shared)
+    assert _count(log, CardRecord) == 2 * THREADS * len(shared)
+    for hook_instance in (shared[0], shared[-1]):
+        rows = log.get(hook_instance)
+        assert len(rows) == THREADS
+        # One decision per call that was made, each tied to its own invocation.
+        assert sorted(r["invocation_id"] for r in rows) == sorted(c["id"] for c in log.invocations(hook_instance))

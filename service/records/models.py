@@ -95,11 +95,14 @@ class InvocationRecord(Base):
 
 
 class DecisionRecord(Base):
-    """One row per hook call and in-scope order: what was decided, on which policy version, and why."""
+    """One row per hook call and in-scope order: what was decided, on which policy version, and why.
+
+    Append-only (only retention purges rows): a retried call (same hookInstance) adds rows of its own,
+    so every answer that was sent stays on record for audit and disputes (CRD found-11, found-37).
+    """
 
     __tablename__ = "decision"
-    # A retried call (same hookInstance) replaces its decisions instead of adding rows.
-    __table_args__ = (UniqueConstraint("hook_instance", "order_reference"),)
+    __table_args__ = (UniqueConstraint("invocation_id", "order_reference"),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     invocation_id: Mapped[int | None] = mapped_column(
@@ -126,11 +129,17 @@ class DecisionRecord(Base):
 
 
 class CardRecord(Base):
-    """Which hook call (and orders) a card uuid came from: feedback names only the card."""
+    """Which hook call (and orders) sent a card uuid: feedback names only the card.
+
+    Append-only, one row per (call, card): card uuids are deterministic, so a retried call sends the
+    same uuid again and each sending is kept.
+    """
 
     __tablename__ = "card"
+    __table_args__ = (UniqueConstraint("invocation_id", "card_uuid"),)
 
-    card_uuid: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    card_uuid: Mapped[str] = mapped_column(String(128), index=True)
     invocation_id: Mapped[int | None] = mapped_column(
         ForeignKey("invocation.id", ondelete="SET NULL"), index=True
     )
@@ -155,8 +164,12 @@ class FeedbackRecord(Base):
     override_reason_display: Mapped[str | None] = mapped_column(String(512))
     override_user_comment: Mapped[str | None] = mapped_column(Text)
     outcome_timestamp: Mapped[datetime] = mapped_column()
-    # Found through the card uuid when the card is on record; unlinked feedback is kept (the card may
-    # predate a purge, or come from another deployment).
+    # Found through the card uuid when the card is on record: the newest call that sent the card at or
+    # before outcomeTimestamp, else (EHR clock behind ours) the first call that sent it. Unlinked
+    # feedback is kept (the card may predate a purge, or come from another deployment).
+    invocation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("invocation.id", ondelete="SET NULL"), index=True
+    )
     hook_instance: Mapped[str | None] = mapped_column(String(128), index=True)
     linked: Mapped[bool] = mapped_column(Boolean)
     service_id: Mapped[str] = mapped_column(String(128))

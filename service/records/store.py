@@ -13,6 +13,7 @@ on the busy timeout instead of failing with "database is locked" when a read loc
 
 from __future__ import annotations
 
+import fcntl
 import os
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -149,13 +150,60 @@ def _as_dict(record: Base, record_type: str | None = None) -> dict[str, Any]:
 
 
 def _dedupe_last(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    # ON CONFLICT cannot touch one row twice in a statement (PostgreSQL): keep the last of each key.
+    # One row per call and key (the unique constraints): a malformed response naming an order or a
+    # card uuid twice keeps its last occurrence.
     return list({row[key]: row for row in rows}.values())
+
+
+def _sqlite_lock_path(url: URL) -> Path | None:
+    """The lock file next to a SQLite database file (None for in-memory databases)."""
+    if _is_memory_sqlite(url):
+        return None
+    database = Path(url.database or "").expanduser().resolve()
+    return database.with_name(database.name + ".migrate.lock")
+
+
+@contextmanager
+def _exclusive_file_lock(path: Path | None) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing); no-op for None.
+
+    flock locks belong to the open file, so this serialises threads of one process as well as
+    separate processes; the kernel drops the lock if the holder dies.
+    """
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as lock_file:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True, slots=True)
+class _CardSending:
+    """One call that sent a card uuid."""
+
+    invocation_id: int | None
+    hook_instance: str
+    created_at: datetime
+
+
+def _choose_sending(sendings: Sequence[_CardSending], outcome_timestamp: datetime) -> _CardSending:
+    """The call a feedback item answers, among the calls that sent its card (oldest first).
+
+    The newest call that sent the card at or before outcomeTimestamp: the clinician acted on the
+    card shown last. If every sending is later (the EHR's clock behind ours), the first sending.
+    """
+    earlier = [s for s in sendings if s.created_at <= outcome_timestamp]
+    return earlier[-1] if earlier else sendings[0]
 
 
 @dataclass(frozen=True)
 class _WriteStatements:
-    """The INSERT / upsert statements of the write path, for one dialect."""
+    """The INSERT statements of the write path, for one dialect."""
 
     invocation: Any
     decision: Any
@@ -171,21 +219,12 @@ class _WriteStatements:
         card_table = tables[CardRecord.__tablename__]
         feedback_table = tables[FeedbackRecord.__tablename__]
 
-        decision = dialect_insert(decision_table)
-        decision_keys = ("hook_instance", "order_reference")
-        card = dialect_insert(card_table)
         return cls(
             invocation=sa_insert(invocation).returning(invocation.c.id),
-            # A retried call replaces the decision it made before for the same order.
-            decision=decision.on_conflict_do_update(
-                index_elements=list(decision_keys),
-                set_={c.name: decision.excluded[c.name] for c in decision_table.c
-                      if c.name not in (*decision_keys, "id")},
-            ),
-            card=card.on_conflict_do_update(
-                index_elements=["card_uuid"],
-                set_={c.name: card.excluded[c.name] for c in card_table.c if c.name != "card_uuid"},
-            ),
+            # Append-only: plain INSERTs, so nothing that was sent is ever overwritten (a conflict
+            # would be a bug and must fail loudly, not be merged).
+            decision=sa_insert(decision_table),
+            card=sa_insert(card_table),
             feedback=dialect_insert(feedback_table)
             .on_conflict_do_nothing(index_elements=["card_uuid", "outcome", "outcome_timestamp"])
             .returning(feedback_table.c.id),
@@ -228,8 +267,12 @@ class DecisionLog:
     def migrate(self) -> None:
         """Upgrade the schema to the newest migration; safe when several workers start at once."""
         config = _alembic_config()
-        with self.engine.begin() as connection:
-            # SQLite: BEGIN IMMEDIATE already holds the write lock. PostgreSQL: take an advisory lock.
+        # SQLite: an exclusive file lock next to the database, taken before any connection is opened.
+        # BEGIN IMMEDIATE alone is not enough on a fresh file: each new connection first switches
+        # the file to WAL (which needs an exclusive lock), and those switches race the other
+        # worker's migration transaction. PostgreSQL: an advisory lock inside the transaction.
+        lock_path = _sqlite_lock_path(self.engine.url) if self.backend == "sqlite" else None
+        with _exclusive_file_lock(lock_path), self.engine.begin() as connection:
             if self.backend == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
@@ -266,7 +309,8 @@ class DecisionLog:
         Call it before sending the response. ``response`` is the CDS Hooks response body (cards and
         systemActions) the service is about to send; ``timings`` are milliseconds per stage; ``error``
         is a short machine-readable description (issue code and field), never request content.
-        A retried call (same hookInstance) adds an invocation row and replaces its decision rows.
+        Append-only: a retried call (same hookInstance) adds an invocation row, decision rows and card
+        rows of its own; earlier rows are never changed.
         """
         if decisions and (hook_instance is None or hook is None or patient_id is None):
             raise ValueError("decisions need the call's hook, hook_instance and patient_id")
@@ -347,12 +391,19 @@ class DecisionLog:
         stored = 0
         with self.engine.begin() as connection:
             found = connection.execute(
-                select(CardRecord.card_uuid, CardRecord.hook_instance).where(
-                    CardRecord.card_uuid.in_({i.card_uuid for i in items}), CardRecord.service_id == service_id
-                )
+                select(CardRecord.card_uuid, CardRecord.invocation_id, CardRecord.hook_instance,
+                       CardRecord.created_at)
+                .where(CardRecord.card_uuid.in_({i.card_uuid for i in items}), CardRecord.service_id == service_id)
+                .order_by(CardRecord.created_at, CardRecord.id)
             )
-            hook_instances: dict[str, str] = {row.card_uuid: row.hook_instance for row in found}
+            sendings: dict[str, list[_CardSending]] = {}
+            for found_row in found:
+                sendings.setdefault(found_row.card_uuid, []).append(
+                    _CardSending(found_row.invocation_id, found_row.hook_instance, found_row.created_at)
+                )
             for item in items:
+                card_sendings = sendings.get(item.card_uuid)
+                linked_to = _choose_sending(card_sendings, item.outcome_timestamp) if card_sendings else None
                 reason = item.override_reason
                 row = {
                     "card_uuid": item.card_uuid,
@@ -363,8 +414,9 @@ class DecisionLog:
                     "override_reason_display": reason.display if reason else None,
                     "override_user_comment": item.user_comment,
                     "outcome_timestamp": item.outcome_timestamp,
-                    "hook_instance": hook_instances.get(item.card_uuid),
-                    "linked": item.card_uuid in hook_instances,
+                    "invocation_id": linked_to.invocation_id if linked_to else None,
+                    "hook_instance": linked_to.hook_instance if linked_to else None,
+                    "linked": linked_to is not None,
                     "service_id": service_id,
                     "issuer": issuer,
                     "received_at": now,
@@ -376,24 +428,48 @@ class DecisionLog:
     # -- reading ------------------------------------------------------------------------------
 
     def get(self, key: str | int) -> list[dict[str, Any]]:
-        """Decision records by row id, coverage-assertion-id or hookInstance, each with its feedback."""
+        """Every decision record matching a row id, coverage-assertion-id or hookInstance.
+
+        Newest call first (a retried call's decisions come before the earlier ones; within one call,
+        orders in request order). Each record has ``invocation`` (id, created_at, status_code,
+        outcome_summary of the call that sent it; None if that call was purged) and ``feedback``
+        (the feedback items linked to this call and naming one of its cards).
+        """
         text_key = str(key)
         conditions = [DecisionRecord.coverage_assertion_id == text_key, DecisionRecord.hook_instance == text_key]
         if text_key.isdigit():
             conditions.append(DecisionRecord.id == int(text_key))
         with self._read_session() as session:
-            query = select(DecisionRecord).where(or_(*conditions)).order_by(DecisionRecord.id)
-            decisions = list(session.scalars(query))
-            uuids = {u for d in decisions for u in d.card_uuids}
+            query = (
+                select(DecisionRecord, InvocationRecord)
+                .outerjoin(InvocationRecord, DecisionRecord.invocation_id == InvocationRecord.id)
+                .where(or_(*conditions))
+                .order_by(DecisionRecord.created_at.desc(), DecisionRecord.invocation_id.desc(), DecisionRecord.id)
+            )
+            found: list[tuple[DecisionRecord, InvocationRecord | None]] = [
+                (decision, invocation) for decision, invocation in session.execute(query)
+            ]
+            uuids = {u for d, _ in found for u in d.card_uuids}
             feedback = list(
                 session.scalars(
                     select(FeedbackRecord).where(FeedbackRecord.card_uuid.in_(uuids)).order_by(FeedbackRecord.id)
                 )
             ) if uuids else []
         out = []
-        for d in decisions:
-            row = _as_dict(d, "decision")
-            row["feedback"] = [_as_dict(f, "feedback") for f in feedback if f.card_uuid in d.card_uuids]
+        for decision, invocation in found:
+            row = _as_dict(decision, "decision")
+            row["invocation"] = {
+                "id": invocation.id,
+                "created_at": _iso(invocation.created_at),
+                "status_code": invocation.status_code,
+                "outcome_summary": invocation.outcome_summary,
+            } if invocation is not None else None
+            # A card uuid can be sent by several calls: only feedback linked to this call counts here.
+            row["feedback"] = [
+                _as_dict(f, "feedback") for f in feedback
+                if f.card_uuid in decision.card_uuids and f.invocation_id == decision.invocation_id
+                and f.invocation_id is not None
+            ]
             out.append(row)
         return out
 

@@ -70,7 +70,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["invocation_id"], ["invocation.id"], name="fk_decision_invocation_id_invocation", ondelete="SET NULL"
         ),
-        sa.UniqueConstraint("hook_instance", "order_reference", name="uq_decision_hook_instance_order_reference"),
+        # Append-only: one row per call and order, so a retried call never overwrites what was sent.
+        sa.UniqueConstraint("invocation_id", "order_reference", name="uq_decision_invocation_id_order_reference"),
     )
     op.create_index("ix_decision_invocation_id", "decision", ["invocation_id"])
     op.create_index("ix_decision_coverage_assertion_id", "decision", ["coverage_assertion_id"])
@@ -79,17 +80,21 @@ def upgrade() -> None:
 
     op.create_table(
         "card",
+        sa.Column("id", ID, nullable=False),
         sa.Column("card_uuid", sa.String(128), nullable=False),
         sa.Column("invocation_id", ID, nullable=True),
         sa.Column("hook_instance", sa.String(128), nullable=False),
         sa.Column("service_id", sa.String(128), nullable=False),
         sa.Column("order_references", sa.JSON(), nullable=False),
         sa.Column("created_at", UTC_DATETIME, nullable=False),
-        sa.PrimaryKeyConstraint("card_uuid", name="pk_card"),
+        sa.PrimaryKeyConstraint("id", name="pk_card"),
         sa.ForeignKeyConstraint(
             ["invocation_id"], ["invocation.id"], name="fk_card_invocation_id_invocation", ondelete="SET NULL"
         ),
+        # Card uuids are deterministic: a retried call sends the same uuid again, kept as a row of its own.
+        sa.UniqueConstraint("invocation_id", "card_uuid", name="uq_card_invocation_id_card_uuid"),
     )
+    op.create_index("ix_card_card_uuid", "card", ["card_uuid"])
     op.create_index("ix_card_invocation_id", "card", ["invocation_id"])
     op.create_index("ix_card_hook_instance", "card", ["hook_instance"])
     op.create_index("ix_card_created_at", "card", ["created_at"])
@@ -105,17 +110,22 @@ def upgrade() -> None:
         sa.Column("override_reason_display", sa.String(512), nullable=True),
         sa.Column("override_user_comment", sa.Text(), nullable=True),
         sa.Column("outcome_timestamp", UTC_DATETIME, nullable=False),
+        sa.Column("invocation_id", ID, nullable=True),
         sa.Column("hook_instance", sa.String(128), nullable=True),
         sa.Column("linked", sa.Boolean(), nullable=False),
         sa.Column("service_id", sa.String(128), nullable=False),
         sa.Column("issuer", sa.String(512), nullable=False),
         sa.Column("received_at", UTC_DATETIME, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_feedback"),
+        sa.ForeignKeyConstraint(
+            ["invocation_id"], ["invocation.id"], name="fk_feedback_invocation_id_invocation", ondelete="SET NULL"
+        ),
         sa.UniqueConstraint(
             "card_uuid", "outcome", "outcome_timestamp", name="uq_feedback_card_uuid_outcome_outcome_timestamp"
         ),
     )
     op.create_index("ix_feedback_card_uuid", "feedback", ["card_uuid"])
+    op.create_index("ix_feedback_invocation_id", "feedback", ["invocation_id"])
     op.create_index("ix_feedback_hook_instance", "feedback", ["hook_instance"])
     op.create_index("ix_feedback_received_at", "feedback", ["received_at"])
 
