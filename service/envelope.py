@@ -85,7 +85,7 @@ def _first_error(validator: Draft202012Validator, instance: Any, prefix: str = "
     return errors[0] if errors else None
 
 
-def _describe(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError) -> str:
     """What is wrong, without quoting the value: request values can be patient data."""
     rule, expected = error.validator, error.validator_value
     if rule in ("required", "dependentRequired"):
@@ -103,6 +103,8 @@ def _describe(error: ValidationError) -> str:
         return f"must have at least {expected} item(s)"
     if rule == "minimum":
         return f"must be at least {expected}"
+    if rule == "enum":
+        return "must be one of " + ", ".join(f"'{v}'" for v in expected)
     if rule == "anyOf":
         return "must contain dispatchedOrders (order-dispatch 1.1) or order (older clients)"
     return f"fails the '{rule}' rule"
@@ -112,7 +114,7 @@ def _raise_invalid(error: ValidationError, prefix: str = "") -> None:
     where = _expression(error)
     if prefix:
         where = prefix if where == "$" else f"{prefix}.{where}"
-    raise ApiError(400, "invalid", f"Invalid CDS Hooks request at {where}: {_describe(error)}", where)
+    raise ApiError(400, "invalid", f"Invalid CDS Hooks request at {where}: {describe_validation_error(error)}", where)
 
 
 def _bundle_resources(bundle: Any) -> list[dict[str, Any]]:

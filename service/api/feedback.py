@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from service.api.common import json_body
+from service.envelope import describe_validation_error
 from service.errors import ApiError
 from service.records.store import FeedbackItem, OverrideReason
 
@@ -64,7 +65,7 @@ def parse_feedback(body: Any) -> list[FeedbackItem]:
     error = first_error(body)
     if error is not None:
         where = _expression(error)
-        raise ApiError(400, "invalid", f"Invalid feedback at {where}: {error.message}", where)
+        raise ApiError(400, "invalid", f"Invalid feedback at {where}: {describe_validation_error(error)}", where)
     items = []
     for index, entry in enumerate(body["feedback"]):
         try:
