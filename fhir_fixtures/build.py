@@ -52,6 +52,7 @@ PREFETCH_KEYS = (
     "procedures",
     "medicationRequests",
     "medicationStatements",
+    "medicationAdministrations",
     "encounters",
     "devices",
     "questionnaireResponses",
@@ -63,6 +64,7 @@ SEARCH_PATH = {
     "procedures": "Procedure?patient={pid}",
     "medicationRequests": "MedicationRequest?patient={pid}",
     "medicationStatements": "MedicationStatement?patient={pid}",
+    "medicationAdministrations": "MedicationAdministration?patient={pid}",
     "encounters": "Encounter?patient={pid}",
     "devices": "Device?patient={pid}",
     "questionnaireResponses": "QuestionnaireResponse?patient={pid}",
@@ -534,6 +536,21 @@ class Chart:
         }
         self.draft_orders.append(resource)
         return resource
+
+    def lantidra_administration(self, date: str) -> Resource:
+        """A completed Lantidra infusion recorded as a MedicationAdministration (DESIGN.md §3 A8 counts it)."""
+        resource: Resource = {
+            "resourceType": "MedicationAdministration",
+            "id": self.new_id("madm"),
+            "status": "completed",
+            "medicationCodeableConcept": concept(
+                HCPCS, "J3590", "Unclassified biologics", "donislecel-jujn (Lantidra)"
+            ),
+            "subject": self.subject,
+            "effectiveDateTime": date,
+            "dosage": {"text": "Intraportal infusion"},
+        }
+        return self.add("medicationAdministrations", resource)
 
     def immunosuppressant_order(self) -> Resource:
         """Draft tacrolimus in the same order set: concomitant immunosuppression (A6) and an order the
@@ -1535,6 +1552,39 @@ def appointment_book() -> Resource:
     )
 
 
+def prior_lantidra_administrations() -> Resource:
+    c = allogeneic_candidate("allo-prior-lantidra-administrations", pump=False)
+    c.insulin_therapy()
+    c.lantidra_administration("2020-06-11")
+    c.lantidra_administration("2022-03-08")
+    c.prior_infusion("2023-09-19", "0584T", CPT)
+    order = c.s2102()
+    c.immunosuppressant_order()
+    return scenario(
+        c,
+        "Two prior Lantidra infusions recorded as MedicationAdministrations plus one 0584T: the maximum of 3 "
+        "is reached",
+        ["A8.not_met", "A8.not_met.lantidra-administrations"],
+        {ref(order): expect("not_covered", "allogeneic", criteria(allo="met", A8="not_met"), notes=CONFLICT)},
+    )
+
+
+def excl_lifestyle_negated() -> Resource:
+    c = allogeneic_candidate("excl-lifestyle-negated")
+    order = c.s2102(
+        note="Indication: recurrent severe hypoglycemia with unawareness, NOT for lifestyle reasons. Hypoglycemia "
+        "persists despite lifestyle modification; patient cannot stop insulin safely; no machine perfusion used.",
+    )
+    c.immunosuppressant_order()
+    return scenario(
+        c,
+        "Exclusion phrases that the order's note negates (NOT for lifestyle reasons, no machine perfusion): "
+        "no exclusion applies",
+        ["X2.met", "X4.met", "exclusion.negated-keyword"],
+        {ref(order): expect("covered", "allogeneic", criteria(allo="met"), notes=CONFLICT)},
+    )
+
+
 SCENARIO_BUILDERS: tuple[Callable[[], Resource], ...] = (
     allo_all_met,
     allo_investigational_switch,
@@ -1564,6 +1614,7 @@ SCENARIO_BUILDERS: tuple[Callable[[], Resource], ...] = (
     independence_lost_long_ago,
     independence_lost_recently,
     third_prior_infusion,
+    prior_lantidra_administrations,
     tpiat_covered,
     tpiat_undocumented,
     autologous_pcs_partial_resection,
@@ -1576,6 +1627,7 @@ SCENARIO_BUILDERS: tuple[Callable[[], Resource], ...] = (
     excl_machine_perfusion,
     excl_xenotransplant,
     excl_lifestyle,
+    excl_lifestyle_negated,
     out_of_scope,
     order_select,
     order_select_autologous,

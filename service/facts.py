@@ -42,6 +42,9 @@ _STATUSES: dict[str, frozenset[str]] = {
     "MedicationStatement": frozenset(
         {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"}
     ),
+    "MedicationAdministration": frozenset(
+        {"in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"}
+    ),
     "Encounter": frozenset(
         {
             "planned",
@@ -147,11 +150,11 @@ class ProcedureFact:
 @dataclass(frozen=True, slots=True)
 class MedicationFact:
     reference: str
-    resource_type: str  # MedicationRequest or MedicationStatement
+    resource_type: str  # MedicationRequest, MedicationStatement or MedicationAdministration
     concept: Concept
     status: str
     intent: str | None
-    when: date | None  # authoredOn, or effective[x] (start) for statements
+    when: date | None  # authoredOn, or effective[x] (start) for statements and administrations
     in_order_set: bool = False  # a draft order of this hook call
 
 
@@ -277,7 +280,7 @@ def read_concept(value: Any, where: str) -> Concept:
             displays.append(display)
     text = _str(cc.get("text"), f"{where}.text") or ""
     shown = text or (displays[0] if displays else "")
-    search = " ".join([text, *displays]).lower()
+    search = "\n".join([text, *displays]).lower()  # one line per source: a clause never spans two
     return Concept(tuple(codings), shown, search)
 
 
@@ -448,6 +451,18 @@ def _read_medication_statement(r: Mapping[str, Any], ctx: _Context) -> Medicatio
     )
 
 
+def _read_medication_administration(r: Mapping[str, Any], ctx: _Context) -> MedicationFact:
+    # An administration (completed = given) is how a Lantidra infusion is often recorded (DESIGN §3 A8).
+    return MedicationFact(
+        reference=_ref(r),
+        resource_type="MedicationAdministration",
+        concept=_medication_concept(r, ctx),
+        status=_status_code(r, "MedicationAdministration"),
+        intent=None,
+        when=_choice_date(r, "effective"),
+    )
+
+
 def _read_encounter(r: Mapping[str, Any], ctx: _Context) -> EncounterFact:
     klass = _dict(r.get("class"), "class") or {}
     refs: list[str] = []
@@ -541,6 +556,7 @@ _READERS: dict[str, Any] = {
     "Procedure": _read_procedure,
     "MedicationRequest": _read_medication_request,
     "MedicationStatement": _read_medication_statement,
+    "MedicationAdministration": _read_medication_administration,
     "Encounter": _read_encounter,
     "Device": _read_device,
     "QuestionnaireResponse": _read_questionnaire_response,
@@ -623,7 +639,9 @@ def read_facts(
         conditions=tuple(buckets["Condition"]),
         observations=tuple(buckets["Observation"]),
         procedures=tuple(buckets["Procedure"]),
-        medications=tuple(buckets["MedicationRequest"] + buckets["MedicationStatement"]),
+        medications=tuple(
+            buckets["MedicationRequest"] + buckets["MedicationStatement"] + buckets["MedicationAdministration"]
+        ),
         encounters=tuple(buckets["Encounter"]),
         devices=tuple(buckets["Device"]),
         questionnaire_responses=tuple(buckets["QuestionnaireResponse"]),
@@ -653,46 +671,128 @@ def _notes_text(resource: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def read_order(order: Mapping[str, Any]) -> OrderFacts | None:
-    """The codes, text and dates of a draft order; None if it cannot be read (never raises)."""
+def _order_concept(order: Mapping[str, Any]) -> Concept | None:
+    """The code of a draft order (raises Invalid naming the field); None for a type with no code."""
     rtype = order.get("resourceType")
+    if rtype == "Appointment":
+        # Appointment has no code of its own: serviceType names what is booked.
+        concepts = _concepts(order.get("serviceType"), "serviceType")
+        codings = tuple(c for concept in concepts for c in concept.codings)
+        text = " / ".join(c.text for c in concepts if c.text)
+        return Concept(codings, text, "\n".join(c.search_text for c in concepts))
+    if rtype in _ORDER_CODE_FIELDS:
+        code_field = _ORDER_CODE_FIELDS[str(rtype)]
+        if rtype == "MedicationRequest" and "medicationCodeableConcept" not in order:
+            return _medication_concept(order, _Context({}))
+        return read_concept(order.get(code_field), code_field) if code_field else Concept()
+    return None
+
+
+def order_concept(order: Mapping[str, Any]) -> Concept | None:
+    """The draft order's code alone, or None if it cannot be read: scope decides on codes only, so an
+    unreadable date or note never hides an order that the policy covers."""
     try:
-        if rtype == "Appointment":
-            # Appointment has no code of its own: serviceType names what is booked.
-            concepts = _concepts(order.get("serviceType"), "serviceType")
-            codings = tuple(c for concept in concepts for c in concept.codings)
-            text = " / ".join(c.text for c in concepts if c.text)
-            concept = Concept(codings, text, " ".join(c.search_text for c in concepts))
-            occurrence = _opt_date(order.get("start"), "start")
-        elif rtype in _ORDER_CODE_FIELDS:
-            code_field = _ORDER_CODE_FIELDS[str(rtype)]
-            concept = read_concept(order.get(code_field), code_field) if code_field else Concept()
-            if rtype == "MedicationRequest" and "medicationCodeableConcept" not in order:
-                concept = _medication_concept(order, _Context({}))
-            occurrence = _choice_date(order, "occurrence")
-        else:
-            return None
-        reasons = _concepts(order.get("reasonCode"), "reasonCode")
-        parts = [concept.search_text, *(c.search_text for c in reasons), *(t.lower() for t in _notes_text(order))]
-        instruction = order.get("patientInstruction")
-        if isinstance(instruction, str):
-            parts.append(instruction.lower())
-        description = order.get("description")
-        if isinstance(description, str):
-            parts.append(description.lower())
-        status = order.get("status") if isinstance(order.get("status"), str) else None
-        return OrderFacts(
-            reference=_ref(order),
-            resource_type=str(rtype),
-            id=str(order.get("id")),
-            concept=concept,
-            search_text=" ".join(p for p in parts if p),
-            status=status,
-            occurrence=occurrence,
-            authored=_opt_date(order.get("authoredOn"), "authoredOn"),
-        )
+        return _order_concept(order)
     except Invalid:
         return None
+
+
+def _occurrence_source(order: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """(field path, raw value) of the occurrence the date of service is read from, if any."""
+    if order.get("resourceType") == "Appointment":
+        return ("start", order["start"]) if "start" in order else None
+    if "occurrenceDateTime" in order:
+        return "occurrenceDateTime", order["occurrenceDateTime"]
+    period = order.get("occurrencePeriod")
+    if isinstance(period, dict) and "start" in period:
+        return "occurrencePeriod.start", period["start"]
+    timing = order.get("occurrenceTiming")
+    if isinstance(timing, dict):
+        events = timing.get("event")
+        if isinstance(events, list) and events:
+            return "occurrenceTiming.event[0]", events[0]
+        bounds = timing.get("repeat")
+        period = bounds.get("boundsPeriod") if isinstance(bounds, dict) else None
+        if isinstance(period, dict) and "start" in period:
+            return "occurrenceTiming.repeat.boundsPeriod.start", period["start"]
+    return None
+
+
+def date_of_service_source(order: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field path, value as written) that gives the order's date of service, or None (today is used).
+
+    Same rule as ``read_order``: the occurrence, except that a year-only or year-month occurrence
+    gives way to a later authoredOn.
+    """
+    facts = read_order(order)
+    if facts is None:
+        return None
+    source = _occurrence_source(order)
+    replaced_by_authored = facts.authored is not None and facts.occurrence == facts.authored
+    if facts.occurrence is not None and source is not None and not (replaced_by_authored and _is_partial(source[1])):
+        return source[0], str(source[1])
+    if facts.authored is not None:
+        return "authoredOn", str(order.get("authoredOn"))
+    return None
+
+
+def _is_partial(value: Any) -> bool:
+    """A year-only or year-month FHIR date ("2026", "2026-03")."""
+    return isinstance(value, str) and len(value) <= 7
+
+
+def _parse_order(order: Mapping[str, Any]) -> OrderFacts | None:
+    """read_order's parser: raises Invalid naming the first unreadable field."""
+    rtype = order.get("resourceType")
+    concept = _order_concept(order)
+    if concept is None:
+        return None
+    is_appointment = rtype == "Appointment"
+    occurrence = _opt_date(order.get("start"), "start") if is_appointment else _choice_date(order, "occurrence")
+    authored = _opt_date(order.get("authoredOn"), "authoredOn")
+    source = _occurrence_source(order)
+    if occurrence is not None and authored is not None and source is not None and _is_partial(source[1]):
+        # "2026" reads as 1 January: a later authoredOn is the better estimate of the date of service.
+        occurrence = max(occurrence, authored)
+    reasons = _concepts(order.get("reasonCode"), "reasonCode")
+    parts = [concept.search_text, *(c.search_text for c in reasons), *(t.lower() for t in _notes_text(order))]
+    instruction = order.get("patientInstruction")
+    if isinstance(instruction, str):
+        parts.append(instruction.lower())
+    description = order.get("description")
+    if isinstance(description, str):
+        parts.append(description.lower())
+    status = order.get("status") if isinstance(order.get("status"), str) else None
+    return OrderFacts(
+        reference=_ref(order),
+        resource_type=str(rtype),
+        id=str(order.get("id")),
+        concept=concept,
+        search_text="\n".join(p for p in parts if p),
+        status=status,
+        occurrence=occurrence,
+        authored=authored,
+    )
+
+
+def read_order(order: Mapping[str, Any]) -> OrderFacts | None:
+    """The codes, text and dates of a draft order; None if it cannot be read (never raises)."""
+    try:
+        return _parse_order(order)
+    except Invalid:
+        return None
+
+
+def order_read_problem(order: Mapping[str, Any]) -> str | None:
+    """Why ``read_order`` cannot read a draft order ("field: reason"), or None if it can.
+
+    The pipeline answers 400 naming the field instead of silently dropping the order.
+    """
+    try:
+        _parse_order(order)
+    except Invalid as exc:
+        return str(exc)
+    return None
 
 
 def order_medication_facts(orders: Iterable[Mapping[str, Any]]) -> tuple[MedicationFact, ...]:
@@ -717,15 +817,31 @@ def order_medication_facts(orders: Iterable[Mapping[str, Any]]) -> tuple[Medicat
 GLUCOSE_MMOL_TO_MG_DL = 18.0
 
 
+_UCUM_ANNOTATION = re.compile(r"\{[^}]*\}")
+# Without a unit, a value in this range can only be % (mmol/mol values start near 20).
+UNITLESS_HBA1C_PERCENT_RANGE = (3.0, 20.0)
+
+
+def _unit_key(unit: str) -> str:
+    """A unit compared loosely: UCUM {annotations} removed, lower case, no spaces ("%{HbA1c}" -> "%")."""
+    return _UCUM_ANNOTATION.sub("", unit).lower().replace(" ", "")
+
+
 def hba1c_percent(obs: ObservationFact) -> float | None:
-    """HbA1c in % (NGSP); mmol/mol (IFCC) converted with the NGSP master equation."""
-    if obs.value is None or obs.unit is None:
+    """HbA1c in % (NGSP); mmol/mol (IFCC) converted with the NGSP master equation; None if the unit
+    cannot be used."""
+    if obs.value is None:
         return None
-    unit = obs.unit.strip().lower()
-    if unit in ("%", "percent", "% of total hgb", "%{hb}"):
+    if obs.unit is None or not obs.unit.strip():
+        low, high = UNITLESS_HBA1C_PERCENT_RANGE
+        return obs.value if low <= obs.value <= high else None
+    unit = _unit_key(obs.unit)
+    if unit in ("%", "percent", "%hb", "%hgb", "%hba1c", "%oftotalhgb", "%oftotalhb", "%hemoglobin"):
         return obs.value
-    if unit in ("mmol/mol", "mmol/mol{hb}"):
+    if unit in ("mmol/mol", "mmol/molhb", "mmol/molhgb"):
         return round(obs.value * 0.09148 + 2.152, 2)
+    if unit == "1" and 0.03 <= obs.value <= 0.2:
+        return round(obs.value * 100, 2)  # UCUM "1": a fraction of total haemoglobin
     return None
 
 

@@ -104,16 +104,28 @@ def _order_location(request: HookRequest, order: dict[str, Any]) -> str:
 
 def _check_orders_are_fhir(request: HookRequest) -> None:
     """hook-13: an order that fails FHIR validation makes the request invalid (400), naming the field."""
-    from service.facts import order_problem
+    from service.facts import order_problem, order_read_problem
 
     for order in request.draft_orders:
-        problem = order_problem(order)
+        # The R4B model first, then the reader the policy uses (stricter on dates given as numbers).
+        problem = order_problem(order) or order_read_problem(order)
         if problem:
             where = _order_location(request, order)
             field = problem.split(":", 1)[0] if ":" in problem else ""
             expression = f"{where}.{field}" if field and " " not in field else where
             ref = f"{order.get('resourceType')}/{order.get('id')}"
             raise ApiError(400, "structure", f"{ref} is not a valid FHIR R4 resource: {problem}", expression)
+
+
+def _check_dates_of_service(request: HookRequest, orders: list[dict[str, Any]], today: Any) -> None:
+    """A date of service the policy cannot sensibly be applied to (year 1, or decades ahead) is 422."""
+    from service.policy import implausible_date_of_service
+
+    for order in orders:
+        problem = implausible_date_of_service(order, today)
+        if problem:
+            ref = f"{order.get('resourceType')}/{order.get('id')}"
+            raise ApiError(422, "business-rule", f"{ref}: {problem}", _order_location(request, order))
 
 
 def _check_order_ids(orders: list[dict[str, Any]]) -> None:
@@ -163,6 +175,7 @@ def handle_hook(app_state: AppState, request: HookRequest, caller: Any, *, recor
             _record(app_state, request, caller, result)
         return result
     _check_order_ids(orders)
+    _check_dates_of_service(request, orders, app_state.clock())
 
     try:
         patient_record = gather(request, policy.prefetch, app_state.settings, _allowed_servers(app_state, caller))

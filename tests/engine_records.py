@@ -1,7 +1,7 @@
 """Small FHIR R4 resource builders for the engine's unit and property tests.
 
 Each builder returns a plain resource dict, as the EHR would send it; ``record()`` sorts resources
-into the ten prefetch keys the way ``service.policy.decide`` takes them.
+into the prefetch keys the way ``service.policy.decide`` takes them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ KEY_OF_TYPE = {
     "Procedure": "procedures",
     "MedicationRequest": "medicationRequests",
     "MedicationStatement": "medicationStatements",
+    "MedicationAdministration": "medicationAdministrations",
     "Encounter": "encounters",
     "Device": "devices",
     "QuestionnaireResponse": "questionnaireResponses",
@@ -214,6 +215,19 @@ def lantidra_order(rid: str = "mr-lantidra", code: str = "J3590") -> Resource:
         "authoredOn": DOS.isoformat(),
         "medicationCodeableConcept": cc(HCPCS, code, "Unclassified biologics", "Lantidra (donislecel-jujn)"),
     }
+
+
+def lantidra_administration(when: str | None, status: str = "completed") -> Resource:
+    r: Resource = {
+        "resourceType": "MedicationAdministration",
+        "id": _id("madm"),
+        "status": status,
+        "subject": {"reference": PATIENT},
+        "medicationCodeableConcept": cc(HCPCS, "J3590", "Unclassified biologics", "Lantidra (donislecel-jujn)"),
+    }
+    if when:
+        r["effectiveDateTime"] = when
+    return r
 
 
 def allogeneic_candidate() -> list[Resource]:

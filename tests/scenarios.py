@@ -30,6 +30,7 @@ PREFETCH_KEYS = (
     "procedures",
     "medicationRequests",
     "medicationStatements",
+    "medicationAdministrations",
     "encounters",
     "devices",
     "questionnaireResponses",

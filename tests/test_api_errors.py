@@ -305,3 +305,31 @@ def test_diagnostics_never_quote_request_values(client: FlaskClient) -> None:
         assert response.status_code == 400
         text = response.get_data(as_text=True)
         assert "Doe-Secret" not in text and "1961" not in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("occurrenceDateTime", 20260615), ("occurrencePeriod", {"start": 20260615})],
+)
+def test_in_scope_order_with_an_unreadable_date_is_400(client: FlaskClient, field: str, value: Any) -> None:
+    order = islet_order()
+    del order["occurrenceDateTime"]
+    order[field] = value
+    response = post(client, order_sign_request(order))
+    assert response.status_code == 400, response.get_data(as_text=True)
+    issue = outcome_of(response)
+    assert issue["expression"][0].startswith("context.draftOrders.entry[0].resource")
+    assert field in issue["diagnostics"]
+
+
+@pytest.mark.parametrize("when", ["0001-01-01", "2190-01-01"])
+def test_implausible_date_of_service_is_422(client: FlaskClient, when: str) -> None:
+    from tests.test_api_hooks import full_prefetch
+
+    order = islet_order()
+    order["occurrenceDateTime"] = when
+    response = post(client, order_sign_request(order, prefetch=full_prefetch()))
+    assert response.status_code == 422, response.get_data(as_text=True)
+    issue = outcome_of(response)
+    assert issue["code"] == "business-rule"
+    assert when in issue["diagnostics"]

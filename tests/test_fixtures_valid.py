@@ -1,8 +1,8 @@
 """The scenario fixtures are valid FHIR R4 and well-formed CDS Hooks 2.0 requests, and up to date.
 
 Every resource parses with ``fhir.resources.R4B``; every request has the shape an EHR sends (hook,
-hookInstance, fhirServer, context.userId/patientId, a draftOrders collection Bundle, all ten prefetch
-keys); the files on disk are exactly what ``python fhir_fixtures/build.py`` writes.
+hookInstance, fhirServer, context.userId/patientId, a draftOrders collection Bundle, all eleven
+prefetch keys); the files on disk are exactly what ``python fhir_fixtures/build.py`` writes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from fhir.resources.R4B import get_fhir_model_class
 from tests.scenarios import (
     BUILD_SCRIPT,
     ORDER_TYPES,
-    PREFETCH_KEYS,
     SCENARIO_DIR,
     Resource,
     Scenario,
@@ -32,6 +31,20 @@ from tests.scenarios import (
 )
 
 SCENARIOS = load_scenarios()
+# The policy file's prefetch keys (docs/architecture.md "Prefetch keys (fixed)"), in the order build.py writes them.
+PREFETCH_KEYS = (
+    "patient",
+    "coverage",
+    "conditions",
+    "observations",
+    "procedures",
+    "medicationRequests",
+    "medicationStatements",
+    "medicationAdministrations",
+    "encounters",
+    "devices",
+    "questionnaireResponses",
+)
 IDS = [s.name for s in SCENARIOS]
 UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -140,7 +153,7 @@ def test_request_has_the_cds_hooks_shape(scenario: Scenario) -> None:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=IDS)
-def test_prefetch_has_all_ten_keys_each_a_patient_bundle_or_null(scenario: Scenario) -> None:
+def test_prefetch_has_all_eleven_keys_each_a_patient_bundle_or_null(scenario: Scenario) -> None:
     prefetch = scenario.prefetch
     assert set(prefetch) == set(PREFETCH_KEYS)
     assert prefetch["patient"]["resourceType"] == "Patient"
@@ -252,3 +265,9 @@ def test_example_requests_are_the_scenarios_requests() -> None:
     for file_name, scenario_name in build_module.EXAMPLE_REQUESTS.items():
         on_disk = (build_module.REQUEST_DIR / f"{file_name}.json").read_text(encoding="utf-8")
         assert on_disk == build_module.render(built[scenario_name]["request"])
+
+
+def test_fixture_prefetch_keys_are_the_policy_files() -> None:
+    from service.policy import load_policy
+
+    assert set(PREFETCH_KEYS) == set(load_policy().prefetch)

@@ -26,6 +26,7 @@ PREFETCH_KEYS = {
     "procedures",
     "medicationRequests",
     "medicationStatements",
+    "medicationAdministrations",
     "encounters",
     "devices",
     "questionnaireResponses",

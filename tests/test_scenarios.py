@@ -37,6 +37,7 @@ from tests.scenarios import (
 SCENARIOS = load_scenarios()
 CASES = order_cases(SCENARIOS)
 
+
 ALLO = ("A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8", "A9")
 AUTO = ("B1", "B2", "B3")
 EXCLUSIONS = ("X1", "X2", "X3", "X4")
@@ -365,12 +366,22 @@ def eighteenth_birthday_offset(scenario: Scenario, ref: str) -> int | None:
     return (date_of_service(scenario.order(ref), scenario.today) - birthday).days
 
 
+def lantidra_administrations(scenario: Scenario) -> list[date]:
+    return [
+        date.fromisoformat(m["effectiveDateTime"][:10])
+        for m in resources_of(scenario, "medicationAdministrations")
+        if m["status"] == "completed" and "donislecel" in m["medicationCodeableConcept"].get("text", "").lower()
+    ]
+
+
 def prior_infusions(scenario: Scenario) -> list[date]:
-    return sorted(
+    """Distinct days of prior islet infusions: procedures and Lantidra administrations (DESIGN.md §3 A8)."""
+    procedures = [
         date.fromisoformat(p["performedDateTime"][:10])
         for p in resources_of(scenario, "procedures")
         if order_codes(p) & (ROUTE_CODES | {"S2102", "0141T", "0142T", "0143T"})
-    )
+    ]
+    return sorted(set(procedures) | set(lantidra_administrations(scenario)))
 
 
 def severe_hypoglycemia_onsets(scenario: Scenario) -> list[date]:
@@ -412,6 +423,13 @@ def cell_is_asserted(cell: str, scenario: Scenario) -> bool:
             )
         if cell == "A8.not_met":
             return len(prior_infusions(scenario)) >= 3
+        if cell == "A8.not_met.lantidra-administrations":
+            # Only reaches the maximum because the administrations count.
+            return (
+                len(prior_infusions(scenario))
+                >= 3
+                > len(prior_infusions(scenario)) - len(lantidra_administrations(scenario))
+            )
         return True
 
     def any_block(test: Callable[[str, Resource], bool]) -> bool:
@@ -598,6 +616,16 @@ def cell_is_asserted(cell: str, scenario: Scenario) -> bool:
             for r in expected
         ),
         "exclusion.keyword-in-note": lambda: any("note" in scenario.order(r) for r in expected),
+        "exclusion.negated-keyword": lambda: any_block(
+            lambda r, e: (
+                "note" in scenario.order(r)
+                and all(e["criteria"][x] == "met" for x in EXCLUSIONS)
+                and any(
+                    phrase in scenario.order(r)["note"][0]["text"].lower()
+                    for phrase in ("lifestyle reasons", "machine perfusion")
+                )
+            )
+        ),
         "exclusion.keyword-in-reason-text": lambda: any("reasonCode" in scenario.order(r) for r in expected),
     }
     check = checks.get(cell)

@@ -12,7 +12,7 @@ from typing import Any
 
 from service.decision import Decision
 from service.facts import read_facts
-from service.policy.engine import date_of_service_for, evaluate
+from service.policy.engine import date_of_service_for, evaluate, implausible_date_of_service
 from service.policy.loader import CriterionSpec, Policy, PolicyError, load_policy
 
 
@@ -33,4 +33,13 @@ def decide(
     return [evaluate(policy, facts, order, date_of_service_for(order, today), all_orders) for order in orders]
 
 
-__all__ = ["CriterionSpec", "Decision", "Policy", "PolicyError", "decide", "evaluate", "load_policy"]
+__all__ = [
+    "CriterionSpec",
+    "Decision",
+    "Policy",
+    "PolicyError",
+    "decide",
+    "evaluate",
+    "implausible_date_of_service",
+    "load_policy",
+]

@@ -25,11 +25,21 @@ from service.facts import (
     OrderFacts,
     PatientFacts,
     QuestionnaireAnswers,
+    date_of_service_source,
+    order_concept,
     order_medication_facts,
     read_order,
 )
 from service.policy.loader import CriterionSpec, Policy
-from service.policy.predicates import PREDICATES, Context, Finding, matching_conditions, matching_procedures
+from service.policy.predicates import (
+    PREDICATES,
+    Context,
+    Finding,
+    age_finding,
+    matching_conditions,
+    matching_procedures,
+    shift_date,
+)
 from service.policy.scope import concept_is_lantidra, is_lantidra, order_kinds
 
 PATHWAYS: tuple[Pathway, ...] = ("allogeneic", "autologous")
@@ -58,11 +68,57 @@ def _latest_answers(policy: Policy, facts: PatientFacts, link_id: str) -> Questi
     return best
 
 
+def _response_refusal(spec: CriterionSpec, qr: QuestionnaireAnswers, dos: date) -> str | None:
+    """Why this response cannot document the criterion at all (a questionnaire_reasons key), or None."""
+    if qr.authored is None:
+        return "undated_response"
+    if qr.authored > dos:
+        return "authored_after_service"
+    window = spec.params.get("window_days")
+    if window is not None and qr.authored < shift_date(dos, -int(window)):
+        return "authored_too_early"
+    return None
+
+
+def _attested_date_check(
+    spec: CriterionSpec, attested: date, authored: date, dos: date, values: dict[str, Any]
+) -> tuple[CriterionStatus, str, bool] | None:
+    """Check an answered date against the criterion's parameters (``question.date_rule``).
+
+    None if it fits; else (status, reason key, whether the key is the criterion's own reason rather
+    than a questionnaire_reasons key). ``values`` receives the template values.
+    """
+    assert spec.question is not None
+    rule = spec.question.date_rule
+    if rule is None:
+        return None
+    if rule == "birth_date":
+        if attested > authored:
+            return "unknown", "attested_future", False
+        finding = age_finding(attested.isoformat(), dos, int(spec.params["years"]), values, ())
+        return None if finding.status == "met" else (finding.status, finding.reason_key, True)
+    # A planned pancreatectomy may postdate the response, never the date of service.
+    latest = dos if rule == "within_window_or_planned" else min(dos, authored)
+    if attested > latest:
+        return "unknown", "attested_future", False
+    if rule == "wait_elapsed":
+        wait = int(spec.params["wait_days"])
+        earliest = shift_date(attested, wait)
+        values.update({"wait_days": wait, "earliest": earliest.isoformat()})
+        # The answered date itself proves the year has not passed: contrary evidence.
+        return None if earliest <= dos else ("not_met", "attested_too_recent", False)
+    window = int(spec.params["window_days"])
+    values["window_days"] = window
+    return None if attested >= shift_date(dos, -window) else ("unknown", "attested_outside_window", False)
+
+
 def _apply_questionnaire(
-    policy: Policy, spec: CriterionSpec, facts: PatientFacts, result: CriterionResult
+    policy: Policy, spec: CriterionSpec, facts: PatientFacts, result: CriterionResult, dos: date
 ) -> CriterionResult:
     """An answer to our Questionnaire settles an unknown criterion: yes (with its date/detail) -> met,
-    no -> not_met (DESIGN §2). Known results are never overridden by an attestation."""
+    no -> not_met (DESIGN §2), once the response and the answered date fit the criterion (authored
+    on or before the date of service and within its window; the date checked by ``date_rule``).
+    Known results are never overridden by an attestation."""
     if result.status != "unknown" or spec.question is None:
         return result
     link_id = spec.question.link_id
@@ -70,34 +126,45 @@ def _apply_questionnaire(
     if qr is None:
         return result
     answer = qr.answers[link_id][0]
+    if answer is not True and answer is not False:
+        return result
     authored = qr.authored.isoformat() if qr.authored else "an unrecorded date"
-    if answer is False:
-        reason = _render(policy.questionnaire_reasons["answered_no"], {"authored": authored})
+    values: dict[str, Any] = {**spec.params, "authored": authored, "date_of_service": dos.isoformat()}
+
+    def settled(status: CriterionStatus, reason: str, shown: str) -> CriterionResult:
         ev = Evidence(
             reference=qr.reference,
             date=qr.authored.isoformat() if qr.authored else None,
-            value="no",
+            value=shown,
             note=f"questionnaire item {link_id}",
         )
-        return CriterionResult(result.id, result.title, "not_met", reason, (ev, *result.evidence), result.question)
-    if answer is not True:
-        return result
+        return CriterionResult(result.id, result.title, status, reason, (ev, *result.evidence), result.question)
+
+    refusal = _response_refusal(spec, qr, dos)
+    if refusal is not None:
+        shown = "yes" if answer else "no"
+        return settled("unknown", _render(policy.questionnaire_reasons[refusal], values), f"{shown} (not used)")
+    if answer is False:
+        return settled("not_met", _render(policy.questionnaire_reasons["answered_no"], values), "no")
     detail = ""
     if spec.question.requires != "none":
         needed = qr.answers.get(f"{link_id}.{spec.question.requires}", ())
         usable = [v for v in needed if (isinstance(v, date) if spec.question.requires == "date" else str(v).strip())]
         if not usable:
             return result  # "yes" without the required date/detail does not settle it
-        shown = usable[0].isoformat() if isinstance(usable[0], date) else str(usable[0]).strip()
+        first = usable[0]
+        if isinstance(first, date):
+            assert qr.authored is not None  # refused above otherwise
+            values["attested"] = first.isoformat()
+            failed = _attested_date_check(spec, first, qr.authored, dos, values)
+            if failed is not None:
+                status, key, own = failed
+                template = spec.reason_template(key) if own else policy.questionnaire_reasons[key]
+                return settled(status, _render(template, values), f"yes ({first.isoformat()}, not used)")
+        shown = first.isoformat() if isinstance(first, date) else str(first).strip()
         detail = f" ({shown})"
-    reason = _render(policy.questionnaire_reasons["answered_yes"], {"authored": authored, "detail": detail})
-    ev = Evidence(
-        reference=qr.reference,
-        date=qr.authored.isoformat() if qr.authored else None,
-        value=f"yes{detail}",
-        note=f"questionnaire item {link_id}",
-    )
-    return CriterionResult(result.id, result.title, "met", reason, (ev, *result.evidence), result.question)
+    values["detail"] = detail
+    return settled("met", _render(policy.questionnaire_reasons["answered_yes"], values), f"yes{detail}")
 
 
 def _criterion(policy: Policy, spec: CriterionSpec, ctx: Context) -> tuple[CriterionResult, Finding]:
@@ -113,7 +180,7 @@ def _criterion(policy: Policy, spec: CriterionSpec, ctx: Context) -> tuple[Crite
         evidence=finding.evidence,
         question=spec.question.link_id if spec.question else None,
     )
-    return _apply_questionnaire(policy, spec, ctx.facts, result), finding
+    return _apply_questionnaire(policy, spec, ctx.facts, result, ctx.date_of_service), finding
 
 
 def _pathway_status(criteria: Sequence[CriterionResult]) -> CriterionStatus:
@@ -243,7 +310,7 @@ def evaluate(
         reference=f"{order.get('resourceType')}/{order.get('id')}",
         resource_type=str(order.get("resourceType")),
         id=str(order.get("id")),
-        concept=Concept(),
+        concept=order_concept(order) or Concept(),  # an unreadable date must not hide the order's code
         search_text="",
         status=None,
         occurrence=None,
@@ -342,3 +409,32 @@ def evaluate(
 def date_of_service_for(order: Mapping[str, Any], today: date) -> date:
     """occurrence[x] (dateTime / Period.start / Timing.event[0]), else authoredOn, else today."""
     return _date_of_service(read_order(order), today)
+
+
+# A date of service outside these bounds is a client error (the pipeline answers 422), not a case to evaluate.
+EARLIEST_PLAUSIBLE_DATE_OF_SERVICE = date(1900, 1, 1)
+PLAUSIBLE_YEARS_AHEAD = 5
+
+
+def _years_after(when: date, years: int) -> date:
+    try:
+        return when.replace(year=when.year + years)
+    except ValueError:  # 29 February in a common year, or past year 9999
+        return date.max if when.year + years > date.max.year else when.replace(year=when.year + years, day=28)
+
+
+def implausible_date_of_service(order: Mapping[str, Any], today: date) -> str | None:
+    """A message naming the field if the order's date of service is implausible, else None.
+
+    Before 1900-01-01 or more than 5 years after ``today``: e.g.
+    "occurrenceDateTime 0001-01-01 is not a plausible date of service". An unreadable order gives
+    None here (facts.order_read_problem reports it).
+    """
+    source = date_of_service_source(order)
+    if source is None:
+        return None
+    dos = date_of_service_for(order, today)
+    if EARLIEST_PLAUSIBLE_DATE_OF_SERVICE <= dos <= _years_after(today, PLAUSIBLE_YEARS_AHEAD):
+        return None
+    field_name, value = source
+    return f"{field_name} {value} is not a plausible date of service"

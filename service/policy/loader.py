@@ -40,6 +40,17 @@ class PolicyError(ValueError):
 class QuestionRef:
     link_id: str
     requires: Literal["none", "date", "detail"]
+    # How an attested date is checked against the criterion's parameters (engine._attested_date_check).
+    date_rule: Literal["birth_date", "within_window", "wait_elapsed", "within_window_or_planned"] | None = None
+
+
+# The criterion parameter each questionnaire date rule checks an answered date against.
+DATE_RULE_PARAM = {
+    "birth_date": "years",
+    "within_window": "window_days",
+    "wait_elapsed": "wait_days",
+    "within_window_or_planned": "window_days",
+}
 
 
 @dataclass(frozen=True)
@@ -157,7 +168,12 @@ def _criterion(
         q = raw["question"]
         if q["link_id"] not in link_ids:
             raise PolicyError(f"{where}.question.link_id: {q['link_id']!r} is not an item of the Questionnaire")
-        question = QuestionRef(link_id=q["link_id"], requires=q["requires"])
+        question = QuestionRef(link_id=q["link_id"], requires=q["requires"], date_rule=q.get("date_rule"))
+        rule = question.date_rule
+        if rule is not None and question.requires != "date":
+            raise PolicyError(f"{where}.question.date_rule: needs requires: date")
+        if rule is not None and DATE_RULE_PARAM[rule] not in params:
+            raise PolicyError(f"{where}.question.date_rule: {rule!r} needs params.{DATE_RULE_PARAM[rule]}")
     reasons = {**raw["reasons"], **(raw.get("reason_variants") or {})}
     return CriterionSpec(
         id=cid,

@@ -50,7 +50,7 @@ PREDICATE_PARAMS: dict[str, tuple[str, ...]] = {
     "procedure_in_order_set_or_recent": ("valueset", "window_days"),
     "diagnosis_with_severity": ("valueset", "severity_valueset"),
     "documentation_only": (),
-    "order_mentions": ("keywords",),
+    "order_mentions": ("keywords", "negation_cues"),
 }
 
 
@@ -68,7 +68,15 @@ class Context:
         return self.valuesets[params[name]]
 
     def in_window(self, when: date | None, days: int) -> bool:
-        return when is not None and self.date_of_service - timedelta(days=days) <= when <= self.date_of_service
+        return when is not None and shift_date(self.date_of_service, -days) <= when <= self.date_of_service
+
+
+def shift_date(when: date, days: int) -> date:
+    """``when`` plus ``days``, clamped to date.min/date.max (extreme dates must not raise OverflowError)."""
+    try:
+        return when + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
 
 
 @dataclass(frozen=True)
@@ -149,17 +157,75 @@ def _keyword_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
 
 @lru_cache(maxsize=64)
 def _compiled_keywords(words: tuple[str, ...]) -> re.Pattern[str]:
-    # Whole words/phrases only: "lifestyle" must not hit inside another word.
-    return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(w) for w in words) + r")(?![a-z0-9])")
+    # Whole words/phrases only: "lifestyle" must not hit inside another word; longest phrase first.
+    ordered = sorted(words, key=len, reverse=True)
+    return re.compile(r"(?<![a-z0-9])(" + "|".join(re.escape(w) for w in ordered) + r")(?![a-z0-9])")
 
 
-def find_keyword(text: str, words: Iterable[str]) -> str | None:
-    found = _keyword_pattern(tuple(words)).search(text.lower())
-    return found.group(1) if found else None
+# A clause ends at punctuation, a line break (each order field is its own line) or "but".
+_CLAUSE_BREAK = re.compile(r"[.;:!?,\n]|(?<![a-z0-9])but(?![a-z0-9])")
+
+
+def _clause_before(text: str, position: int) -> str:
+    """The part of ``text``'s clause that precedes ``position``."""
+    start = 0
+    for found in _CLAUSE_BREAK.finditer(text, 0, position):
+        start = found.end()
+    return text[start:position]
+
+
+def find_keyword(text: str, words: Iterable[str], negation_cues: Iterable[str] = ()) -> str | None:
+    """The first listed phrase in ``text`` that no negation cue precedes in the same clause.
+
+    "NOT for lifestyle reasons", "despite lifestyle modification", "no machine perfusion used":
+    a cue (no, not, despite, …) before the phrase in its clause cancels that hit.
+    """
+    lowered = text.lower()
+    cues = tuple(negation_cues)
+    negation = _keyword_pattern(cues) if cues else None
+    for found in _keyword_pattern(tuple(words)).finditer(lowered):
+        if negation is not None and negation.search(_clause_before(lowered, found.start())):
+            continue
+        return found.group(1)
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
 # Predicates
+
+
+def birth_date_range(birth: str) -> tuple[date, date]:
+    """(earliest, latest) possible birth day of a FHIR date YYYY, YYYY-MM or YYYY-MM-DD."""
+    parts = [int(p) for p in birth.split("-")]
+    if len(parts) == 3:
+        exact = date(parts[0], parts[1], parts[2])
+        return exact, exact
+    if len(parts) == 2:
+        first = date(parts[0], parts[1], 1)
+        last = date(parts[0], 12, 31) if parts[1] == 12 else shift_date(date(parts[0], parts[1] + 1, 1), -1)
+        return first, last
+    return date(parts[0], 1, 1), date(parts[0], 12, 31)
+
+
+def age_on(born: date, on: date) -> int:
+    """Whole years; a 29 February birthday is reached on 1 March in common years."""
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def age_finding(birth: str, dos: date, years: int, values: dict[str, Any], evidence: tuple[Evidence, ...]) -> Finding:
+    """A1 from a birth date (the record's or an attested one)."""
+    earliest, latest = birth_date_range(birth)
+    values["birth_date"] = birth
+    if earliest > dos:
+        # A birth date after the date of service is a data error, not evidence of youth.
+        return Finding("unknown", "birth_after_service", values, evidence)
+    youngest, oldest = age_on(latest, dos), age_on(earliest, dos)
+    values["age"] = youngest if youngest == oldest else f"{max(youngest, 0)}–{oldest}"
+    if youngest >= years:
+        return Finding("met", "met", values, evidence)
+    if oldest < years:
+        return Finding("not_met", "not_met", values, evidence)
+    return Finding("unknown", "partial_birth_date", values, evidence)
 
 
 def age_at_least(ctx: Context, params: Mapping[str, Any]) -> Finding:
@@ -169,29 +235,8 @@ def age_at_least(ctx: Context, params: Mapping[str, Any]) -> Finding:
     patient = ctx.facts.patient
     if patient is None or not patient.birth_date:
         return Finding("unknown", "unknown", values)
-    birth = patient.birth_date
-    values["birth_date"] = birth
-    evidence = (Evidence(reference=patient.reference, date=birth, note="birthDate"),)
-    parts = [int(p) for p in birth.split("-")]
-    if len(parts) == 3:
-        earliest = latest = date(parts[0], parts[1], parts[2])
-    elif len(parts) == 2:
-        earliest = date(parts[0], parts[1], 1)
-        latest = (date(parts[0] + parts[1] // 12, parts[1] % 12 + 1, 1)) - timedelta(days=1)
-    else:
-        earliest, latest = date(parts[0], 1, 1), date(parts[0], 12, 31)
-
-    def age_on(born: date) -> int:
-        # Whole years; a 29 February birthday is reached on 1 March in common years.
-        return dos.year - born.year - ((dos.month, dos.day) < (born.month, born.day))
-
-    youngest, oldest = age_on(latest), age_on(earliest)
-    values["age"] = youngest if youngest == oldest else f"{youngest}–{oldest}"
-    if youngest >= years:
-        return Finding("met", "met", values, evidence)
-    if oldest < years:
-        return Finding("not_met", "not_met", values, evidence)
-    return Finding("unknown", "partial_birth_date", values, evidence)
+    evidence = (Evidence(reference=patient.reference, date=patient.birth_date, note="birthDate"),)
+    return age_finding(patient.birth_date, dos, years, values, evidence)
 
 
 def diagnosis_established(ctx: Context, params: Mapping[str, Any]) -> Finding:
@@ -315,20 +360,30 @@ def latest_observation_at_least(ctx: Context, params: Mapping[str, Any]) -> Find
     target = float(params["target_percent"])
     values: dict[str, Any] = {"window_days": window, "target_percent": f"{target:g}"}
     best: tuple[date, str, ObservationFact, tuple[str, str], float] | None = None
+    unreadable: list[tuple[date, str, ObservationFact, tuple[str, str]]] = []
     for obs in ctx.facts.observations:
         coding = vs.first_match(obs.concept.codings)
-        if coding is None or not obs.usable or not ctx.in_window(obs.effective, window):
+        if coding is None or not obs.usable or not ctx.in_window(obs.effective, window) or obs.effective is None:
             continue
         percent = hba1c_percent(obs)
-        if percent is None or obs.effective is None:
+        if percent is None:
+            if obs.value is not None:
+                unreadable.append((obs.effective, obs.reference, obs, coding))
             continue
         key = (obs.effective, obs.reference)
         if best is None or key > (best[0], best[1]):
             best = (obs.effective, obs.reference, obs, coding, percent)
     if best is None:
+        if unreadable:
+            # A result exists but its unit cannot be used: say so rather than "no result".
+            when, _ref, obs, coding = max(unreadable, key=lambda u: (u[0], u[1]))
+            shown = f"{obs.value:g} {obs.unit or '(no unit)'}"
+            values.update({"value": shown, "date": when.isoformat()})
+            ev = _evidence(obs.reference, vs, obs.concept, coding, when, shown, note="unit not usable")
+            return Finding("unknown", "unit_unusable", values, (ev,))
         return Finding("unknown", "unknown", values)
     when, _ref, obs, coding, percent = best
-    shown = f"{percent:g} %" + (f" ({obs.value:g} {obs.unit})" if obs.unit and obs.unit.lower() != "%" else "")
+    shown = f"{percent:g} %" + (f" ({obs.value:g} {obs.unit})" if obs.unit and obs.unit.strip() != "%" else "")
     values.update({"value": shown, "date": when.isoformat()})
     ev = _evidence(obs.reference, vs, obs.concept, coding, when, shown)
     if percent >= target:
@@ -408,6 +463,8 @@ def has_order(ctx: Context, params: Mapping[str, Any]) -> Finding:
     vs = ctx.vs(params, "valueset")
     statuses = set(params["statuses"])
     for med in (*ctx.order_set_medications, *ctx.facts.medications):
+        if med.resource_type == "MedicationAdministration":
+            continue  # a dose given is not an order for the regimen
         ok = med.status in statuses or (med.resource_type == "MedicationStatement" and med.status in ("active",))
         if not ok:
             continue
@@ -421,14 +478,28 @@ def has_order(ctx: Context, params: Mapping[str, Any]) -> Finding:
 def no_evidence_of(ctx: Context, params: Mapping[str, Any]) -> Finding:
     vs = ctx.vs(params, "valueset")
     hits: list[Evidence] = []
+    doubtful: list[tuple[Evidence, str]] = []
     for cond, coding in matching_conditions(ctx, vs):
-        hits.append(_evidence(cond.reference, vs, cond.concept, coding, cond.event_date))
+        ev = _evidence(cond.reference, vs, cond.concept, coding, cond.event_date)
+        if cond.confirmed:
+            hits.append(ev)
+        else:
+            # Provisional / unconfirmed / differential: not evidence enough to deny (DESIGN §2).
+            doubtful.append((ev, cond.verification_status or ""))
     for proc, coding in matching_procedures(ctx, vs):
         hits.append(_evidence(proc.reference, vs, proc.concept, coding, proc.performed))
     if hits:
         first = hits[0]
         values = {"code": f"{first.display or first.code} ({first.code})", "date": first.date or "date not recorded"}
         return Finding("not_met", "not_met", values, tuple(hits))
+    if doubtful:
+        ev, verification = doubtful[0]
+        values = {
+            "code": f"{ev.display or ev.code} ({ev.code})",
+            "date": ev.date or "date not recorded",
+            "verification_status": verification,
+        }
+        return Finding("unknown", "unconfirmed", values, tuple(e for e, _ in doubtful))
     if "review_valueset" in params:
         review = ctx.vs(params, "review_valueset")
         for proc, coding in matching_procedures(ctx, review):
@@ -440,23 +511,31 @@ def no_evidence_of(ctx: Context, params: Mapping[str, Any]) -> Finding:
     return Finding("met", "met", {})
 
 
+UNDATED = "undated"
+
+
 def prior_infusions(ctx: Context, vs: ValueSet) -> list[Evidence]:
-    """Completed islet infusions before the date of service, one per day (procedure + drug line = one)."""
+    """Completed islet infusions before the date of service, one per day (procedure + drug line = one).
+
+    Undated records count as at most one infusion together: they may all describe the same event.
+    """
     by_day: dict[Any, Evidence] = {}
     for proc, coding in matching_procedures(ctx, vs):
         if proc.performed is not None and proc.performed >= ctx.date_of_service:
             continue
-        key = proc.performed or proc.reference
+        key = proc.performed or UNDATED
         by_day.setdefault(key, _evidence(proc.reference, vs, proc.concept, coding, proc.performed))
     for med in ctx.facts.medications:
-        given = (med.resource_type == "MedicationStatement" and med.status in ("completed", "active")) or (
-            med.resource_type == "MedicationRequest" and med.status == "completed"
+        given = (
+            (med.resource_type == "MedicationStatement" and med.status in ("completed", "active"))
+            or (med.resource_type == "MedicationRequest" and med.status == "completed")
+            or (med.resource_type == "MedicationAdministration" and med.status == "completed")
         )
         if not given or not ctx.is_lantidra(med.concept):
             continue
         if med.when is not None and med.when >= ctx.date_of_service:
             continue
-        key = med.when or med.reference
+        key = med.when or UNDATED
         coding = med.concept.codings[0] if med.concept.codings else ("", "")
         by_day.setdefault(
             key,
@@ -482,6 +561,9 @@ def count_prior_events_below(ctx: Context, params: Mapping[str, Any]) -> Finding
         "dates": ", ".join(e.date or "undated" for e in infusions),
     }
     if len(infusions) >= maximum:
+        if sum(1 for e in infusions if e.date) < maximum:
+            # The limit is reached only by counting an undated record: not proof enough to deny.
+            return Finding("unknown", "undated_review", values, tuple(infusions))
         return Finding("not_met", "not_met", values, tuple(infusions))
     # Never unknown (DESIGN §3 A8 has no unknown cell): prior infusions are counted on what is on
     # record; a procedure data gap already keeps A7 unknown and the outcome indeterminate.
@@ -546,7 +628,7 @@ def repeat_interval(ctx: Context, params: Mapping[str, Any]) -> Finding:
         return Finding("not_met", "still_independent", values, tuple(last_ev + independence_ev))
     start = lost if lost is not None else last
     days = (dos - start).days
-    earliest = start + timedelta(days=wait)
+    earliest = shift_date(start, wait)
     values.update({"days": days, "earliest": earliest.isoformat(), "lost": _iso(lost)})
     evidence = tuple(last_ev + independence_ev)
     if days < wait:
@@ -647,7 +729,7 @@ def order_mentions(ctx: Context, params: Mapping[str, Any]) -> Finding:
         if order_coding is not None:
             ev = _evidence(ctx.order.reference, vs, ctx.order.concept, order_coding, ctx.order.occurrence)
             return Finding("not_met", "not_met", {"match": _label(vs, ctx.order.concept, order_coding)}, (ev,))
-    match = find_keyword(ctx.order.search_text, params["keywords"])
+    match = find_keyword(ctx.order.search_text, params["keywords"], params["negation_cues"])
     if match is not None:
         ev = Evidence(
             reference=ctx.order.reference, display=ctx.order.concept.text or None, value=f'"{match}"', note="order text"
