@@ -42,9 +42,12 @@ def cap_summary(text: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
 
 
+_MD_ESCAPES = str.maketrans({ch: "\\" + ch for ch in _MD_SPECIAL})
+
+
 def md_escape(text: str) -> str:
     """Escape record/policy text for GFM, also inside table cells (pipes, newlines, raw HTML)."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in " ".join(str(text).split()))
+    return " ".join(str(text).split()).translate(_MD_ESCAPES)
 
 
 def card_uuid(hook_instance: str, kind: str, order_refs: Iterable[str]) -> str:

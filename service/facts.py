@@ -268,12 +268,19 @@ def read_concept(value: Any, where: str) -> Concept:
         return Concept()
     codings: list[Coding] = []
     displays: list[str] = []
+    # Hot path (every coded element of every resource): type checks inline, and the location
+    # string of an error is built only when there is an error.
     for i, coding in enumerate(_list(cc.get("coding"), f"{where}.coding")):
         if not isinstance(coding, dict):
             raise Invalid(f"{where}.coding[{i}]: must be an object")
-        system = _str(coding.get("system"), f"{where}.coding[{i}].system")
-        code = _str(coding.get("code"), f"{where}.coding[{i}].code")
-        display = _str(coding.get("display"), f"{where}.coding[{i}].display")
+        system, code, display = coding.get("system"), coding.get("code"), coding.get("display")
+        if not (
+            (system is None or type(system) is str)
+            and (code is None or type(code) is str)
+            and (display is None or type(display) is str)
+        ):
+            name = next(n for n in ("system", "code", "display") if not isinstance(coding.get(n), str | None))
+            raise Invalid(f"{where}.coding[{i}].{name}: must be a string")
         if code:
             codings.append(normalize(system, code))
         if display:

@@ -54,8 +54,16 @@ def only_outcomes(answer: dict[str, Any]) -> bool:
         return True
     if answer.get("resourceType") != "Bundle":
         return False
-    found = entries(answer, "Bundle")
-    return found.outcomes > 0 and not found.resources and not found.wrong_type
+    # Stop at the first real resource: a data Bundle is answered in one step, not a full walk.
+    outcomes = 0
+    for entry in answer.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            continue
+        if resource["resourceType"] != "OperationOutcome":
+            return False
+        outcomes += 1
+    return outcomes > 0
 
 
 def next_link(bundle: dict[str, Any]) -> str | None:
@@ -91,9 +99,12 @@ def belongs_to(resource: dict[str, Any], patient_id: str, server: ServerBase | N
     """
     if resource.get("resourceType") == "Patient":
         return resource.get("id") == patient_id
+    plain = "Patient/" + patient_id  # the usual form, settled without the regular expression
     for name in _PATIENT_FIELDS:
         ref = resource.get(name)
         reference = ref.get("reference") if isinstance(ref, dict) else None
+        if reference == plain:
+            continue
         if isinstance(reference, str) and not _names_patient(reference, patient_id, server):
             return False
     return True
