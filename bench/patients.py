@@ -20,18 +20,10 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
-PREFETCH_KEYS: tuple[str, ...] = (
-    "patient",
-    "coverage",
-    "conditions",
-    "observations",
-    "procedures",
-    "medicationRequests",
-    "medicationStatements",
-    "encounters",
-    "devices",
-    "questionnaireResponses",
-)
+from service.policy import load_policy
+
+# The policy file's prefetch keys, in its order: a request carries every one (complete prefetch).
+PREFETCH_KEYS: tuple[str, ...] = tuple(load_policy().prefetch)
 ORDER_CODE = ("http://www.ama-assn.org/go/cpt", "0584T")
 SERVICE_ID = "islet-transplant-order-sign"
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 Resource = dict[str, Any]
 
 HERE = Path(__file__).resolve().parent
@@ -42,20 +44,13 @@ HCPCS_UMLS_ALIAS = "http://www.nlm.nih.gov/research/umls/hcpcs"
 ISLET_OUTCOMES = "https://healthplan.org/fhir/CodeSystem/islet-outcomes"
 QUESTIONNAIRE = "https://healthplan.org/fhir/Questionnaire/islet-transplant-documentation|2026.1.0"
 
+POLICY_DIR = Path(__file__).resolve().parent.parent / "service" / "policies" / "pancreatic-islet-cell-transplantation"
+POLICY_FILE = POLICY_DIR / "policy.yaml"
 FHIR_SERVER = "https://ehr.example.org/fhir"
 HOOK_INSTANCE_NAMESPACE = uuid.UUID("6f1d3c52-8a4e-5b7c-9d20-4e1a7b3c9f00")
-PREFETCH_KEYS = (
-    "patient",
-    "coverage",
-    "conditions",
-    "observations",
-    "procedures",
-    "medicationRequests",
-    "medicationStatements",
-    "medicationAdministrations",
-    "encounters",
-    "devices",
-    "questionnaireResponses",
+# The policy file's prefetch keys, in its order (every scenario carries all of them).
+PREFETCH_KEYS: tuple[str, ...] = tuple(
+    yaml.safe_load((POLICY_FILE).read_text(encoding="utf-8"))["prefetch"]
 )
 SEARCH_PATH = {
     "coverage": "Coverage?patient={pid}&status=active",

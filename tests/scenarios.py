@@ -16,25 +16,16 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from service.policy import load_policy
+
 Resource = dict[str, Any]
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = ROOT / "fhir_fixtures" / "scenarios"
 BUILD_SCRIPT = ROOT / "fhir_fixtures" / "build.py"
 
-PREFETCH_KEYS = (
-    "patient",
-    "coverage",
-    "conditions",
-    "observations",
-    "procedures",
-    "medicationRequests",
-    "medicationStatements",
-    "medicationAdministrations",
-    "encounters",
-    "devices",
-    "questionnaireResponses",
-)
+# The prefetch keys come from the policy file (its `prefetch` templates), in its order.
+PREFETCH_KEYS: tuple[str, ...] = tuple(load_policy().prefetch)
 ORDER_TYPES = frozenset(
     {
         "ServiceRequest",

@@ -21,6 +21,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from tests.scenarios import (
     BUILD_SCRIPT,
     ORDER_TYPES,
+    PREFETCH_KEYS,
     SCENARIO_DIR,
     Resource,
     Scenario,
@@ -31,20 +32,6 @@ from tests.scenarios import (
 )
 
 SCENARIOS = load_scenarios()
-# The policy file's prefetch keys (docs/architecture.md "Prefetch keys (fixed)"), in the order build.py writes them.
-PREFETCH_KEYS = (
-    "patient",
-    "coverage",
-    "conditions",
-    "observations",
-    "procedures",
-    "medicationRequests",
-    "medicationStatements",
-    "medicationAdministrations",
-    "encounters",
-    "devices",
-    "questionnaireResponses",
-)
 IDS = [s.name for s in SCENARIOS]
 UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
