@@ -33,3 +33,13 @@ def test_console_script_and_packages() -> None:
     assert project["scripts"]["islet-cds"] == "service.cli:main"
     assert project["requires-python"] == ">=3.11"
     assert all(">=" in dep for dep in project["dependencies"])
+
+
+def test_readme_documents_every_setting() -> None:
+    from dataclasses import fields
+
+    from service.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [f"ISLET_CDS_{f.name.upper()}" for f in fields(Settings) if f"ISLET_CDS_{f.name.upper()}" not in readme]
+    assert missing == []
