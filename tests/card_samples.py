@@ -339,3 +339,26 @@ def sample_cases(wording: Wording | None = None, today: date = GALLERY_DATE) -> 
 
 def entries_from_cases(cases: Sequence[GalleryCase]) -> list[GalleryEntry]:
     return [GalleryEntry(c.title, render_response(c.decisions, c.context)) for c in cases]
+
+
+def request_for(case: Any, hook: str = "order-sign", version: str | None = None, **extension: Any) -> dict[str, Any]:
+    """The CDS Hooks request a sample case answers (draft orders from its render context)."""
+    body: dict[str, Any] = {
+        "hook": hook,
+        "hookInstance": case.context.hook_instance,
+        "context": {
+            "userId": "Practitioner/dr-1",
+            "patientId": "pat-1",
+            "draftOrders": {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": r} for r in case.context.orders_by_ref.values()],
+            },
+        },
+    }
+    ext = dict(extension)
+    if version:
+        ext["davinci-crd.requestedVersion"] = version
+    if ext:
+        body["extension"] = ext
+    return body

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pytest_httpserver import HTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "fhir_fixtures" / "scenarios"
@@ -96,3 +97,15 @@ def order_sign_request(*orders: dict[str, Any], prefetch: dict[str, Any] | None 
 
 def load_scenarios() -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(SCENARIOS.glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def make_httpserver() -> Iterator[HTTPServer]:
+    """Overrides pytest-httpserver's server: threaded, so parallel queries overlap and a hung handler
+    does not block the others (the FHIR-fallback tests rely on both)."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()

@@ -25,7 +25,7 @@ from cards.gallery import gallery_html
 from cards.wording import Wording
 from service.cli import main
 from service.decision import CriterionResult, Evidence
-from tests.card_samples import entries_from_cases, sample_cases
+from tests.card_samples import entries_from_cases, request_for, sample_cases
 from tests.conformance import card_kinds, check_response
 
 WORDING_FILE = (
@@ -56,23 +56,6 @@ def _by_topic(body: dict[str, Any], code: str) -> list[dict[str, Any]]:
     return [c for c in body["cards"] if c["source"]["topic"]["code"] == code]
 
 
-def _request(case: Any, hook: str = "order-sign", version: str | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "hook": hook,
-        "hookInstance": case.context.hook_instance,
-        "context": {
-            "userId": "Practitioner/dr-1",
-            "patientId": "pat-1",
-            "draftOrders": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": r} for r in case.context.orders_by_ref.values()],
-            },
-        },
-    }
-    if version:
-        body["extension"] = {"davinci-crd.requestedVersion": version}
-    return body
 
 
 # --------------------------------------------------------------------------- summary card
@@ -208,7 +191,7 @@ def test_policy_url_is_the_source_url_and_plan_label_the_source_label(cases: dic
 def test_topic_system_follows_the_crd_version(cases: dict[str, Any], version: str | None, system: str) -> None:
     body = _render(cases["documentation"], crd_version=version or "2.0")
     assert {c["source"]["topic"]["system"] for c in body["cards"]} == {system}
-    assert check_response(_request(cases["documentation"], version=version), body) == []
+    assert check_response(request_for(cases["documentation"], version=version), body) == []
 
 
 def test_override_reasons_on_cards_that_can_be_overridden(cases: dict[str, Any]) -> None:
@@ -428,8 +411,8 @@ def test_gallery_takes_any_list_of_responses() -> None:
 def test_every_gallery_response_conforms(cases: dict[str, Any]) -> None:
     for case in cases.values():
         body = render_response(case.decisions, case.context)
-        assert check_response(_request(case), body) == [], case.title
-        assert check_response(_request(case, version="2.2"), _render(case, crd_version="2.2")) == [], case.title
+        assert check_response(request_for(case), body) == [], case.title
+        assert check_response(request_for(case, version="2.2"), _render(case, crd_version="2.2")) == [], case.title
 
 
 def test_render_context_is_what_the_pipeline_builds(cases: dict[str, Any], wording: Wording) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cards import render_response
-from tests.card_samples import sample_cases
+from tests.card_samples import request_for, sample_cases
 from tests.conformance import (
     card_kinds,
     check_coverage_information,
@@ -26,26 +26,6 @@ from tests.conftest import SCENARIOS, glucose_order, order_sign_request
 Body = dict[str, Any]
 
 
-def _request(case: Any, hook: str = "order-sign", version: str | None = None, **extension: Any) -> Body:
-    body: Body = {
-        "hook": hook,
-        "hookInstance": case.context.hook_instance,
-        "context": {
-            "userId": "Practitioner/dr-1",
-            "patientId": "pat-1",
-            "draftOrders": {
-                "resourceType": "Bundle",
-                "type": "collection",
-                "entry": [{"resource": r} for r in case.context.orders_by_ref.values()],
-            },
-        },
-    }
-    ext = dict(extension)
-    if version:
-        ext["davinci-crd.requestedVersion"] = version
-    if ext:
-        body["extension"] = ext
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +36,7 @@ def documentation_case() -> Any:
 @pytest.fixture
 def good(documentation_case: Any) -> tuple[Body, Body]:
     """A conforming (request, response) pair with all three card kinds and one coverage-info action."""
-    request = _request(documentation_case)
+    request = request_for(documentation_case)
     response = render_response(documentation_case.decisions, documentation_case.context)
     assert check_response(request, response) == []
     assert {k for c in response["cards"] for k in card_kinds(c)} == {
@@ -251,7 +231,7 @@ def test_checker_catches_broken_responses(good: tuple[Body, Body], name: str, mu
 
 
 def test_indeterminate_without_reason_breaks_2_2_1_q9(documentation_case: Any) -> None:
-    request = _request(documentation_case, version="2.2")
+    request = request_for(documentation_case, version="2.2")
     response = render_response(documentation_case.decisions, documentation_case.context)
     for card in response["cards"]:
         card["source"]["topic"]["system"] = "http://terminology.hl7.org/CodeSystem/cdshooks-card-type"
@@ -264,7 +244,7 @@ def test_indeterminate_without_reason_breaks_2_2_1_q9(documentation_case: Any) -
 
 def test_assertion_ids_one_per_coverage_and_distinct_across_coverages() -> None:
     case = sample_cases()[4]  # two orders, one coverage
-    request = _request(case)
+    request = request_for(case)
     response = render_response(case.decisions, case.context)
     assert check_response(request, response) == []
     two_ids = copy.deepcopy(response)

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -49,16 +49,6 @@ KEY_TYPES = {key: re.split(r"[/?]", template)[0] for key, template in TEMPLATES.
 
 # --- a small FHIR R4 server ----------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def make_httpserver() -> Iterator[HTTPServer]:
-    """Overrides the plugin's server: threaded, so that parallel queries really overlap."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
 
 
 def patient(pid: str = PATIENT_ID) -> dict[str, Any]:

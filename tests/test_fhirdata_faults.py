@@ -31,16 +31,6 @@ TEMPLATES = {
 }
 
 
-@pytest.fixture(scope="module")
-def make_httpserver() -> Iterator[HTTPServer]:
-    """Overrides the plugin's server: threaded, so a hung handler does not block the others."""
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
-
 
 class Server:
     """Routes by path to fixed answers or handlers; counts requests per path, thread-safely."""
