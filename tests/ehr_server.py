@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from service.config import Settings
 from service.fhirdata.templates import render
 
 QueryKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -56,3 +57,14 @@ def serve_prefetch(httpserver: HTTPServer, prefetch: Mapping[str, Any], template
 
     httpserver.expect_request(re.compile(r"^/fhir/")).respond_with_handler(answer)
     return base
+
+
+def settings_for(base: str, **overrides: Any) -> Settings:
+    """Settings that let the service call the loopback FHIR server at ``base`` (plain http allowed)."""
+    values: dict[str, Any] = {
+        "fhir_require_https": False,
+        "allowed_fhir_servers": (base,),
+        "fhir_deadline_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)

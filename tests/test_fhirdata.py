@@ -22,12 +22,11 @@ from hypothesis import strategies as st
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from service.config import Settings
 from service.envelope import FhirAuthorization, HookRequest
 from service.fhirdata import DataUnavailable, PatientRecord, gather
 from service.fhirdata.servers import is_allowed, parse_base, within
 from service.fhirdata.templates import render
-from tests.ehr_server import serve_prefetch
+from tests.ehr_server import serve_prefetch, settings_for
 
 PATIENT_ID = "pat-1"
 TOKEN = "tok-secret-123"
@@ -155,15 +154,6 @@ def fhir_json(body: Any, status: int = 200) -> Response:
 def fhir(httpserver: HTTPServer) -> FakeFhir:
     return FakeFhir(httpserver)
 
-
-def settings_for(base: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "fhir_require_https": False,
-        "allowed_fhir_servers": (base,),
-        "fhir_deadline_seconds": 5.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 def hook_request(

@@ -18,9 +18,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from service.config import Settings
 from service.envelope import FhirAuthorization, HookRequest
 from service.fhirdata import DataUnavailable, FhirServerRefused, PatientRecord, client, gather
+from tests.ehr_server import settings_for
 
 PATIENT_ID = "pat-1"
 TOKEN = "tok-secret-456"
@@ -92,15 +92,6 @@ def fhir(httpserver: HTTPServer) -> Server:
     server.routes["/fhir/Procedure"] = searchset([])
     return server
 
-
-def settings_for(base: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "fhir_require_https": False,
-        "allowed_fhir_servers": (base,),
-        "fhir_deadline_seconds": 5.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
 
 
 def hook_request(fhir_server: str | None, prefetch: dict[str, Any] | None = None) -> HookRequest:
